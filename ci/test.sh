@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command for a fresh machine: install, lint, then run the default test suite (slow
+# benchmarks are excluded by the pytest configuration; run them with `-m slow`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/bootstrap.sh
+.venv/bin/ruff check itslive_dask tests benchmarks
+exec .venv/bin/python -m pytest "$@"
