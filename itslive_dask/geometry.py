@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import shapely
 import shapely.geometry
-import shapely.ops
 import shapely.wkt
 from pyproj import CRS, Transformer
 
@@ -116,7 +115,7 @@ def to_crs(region: shapely.Geometry, crs: Any, *, max_segment_deg: float = 0.01)
     """Project a lon/lat region into ``crs``, densifying edges first so they bend correctly."""
     dense = shapely.segmentize(region, max_segment_deg)
     tr = Transformer.from_crs("EPSG:4326", CRS.from_user_input(crs), always_xy=True)
-    return shapely.ops.transform(tr.transform, dense)
+    return shapely.transform(dense, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
 
 
 def _to_shapely(geometry: Region) -> shapely.Geometry:
