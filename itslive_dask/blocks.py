@@ -151,7 +151,10 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
         import h5py
 
         try:
-            h5 = h5py.File(io.BytesIO(data) if isinstance(data, bytes) else data, "r")
+            if isinstance(data, bytes):
+                h5 = h5py.File(io.BytesIO(data), "r")
+            else:  # a local path; no HDF5 file locking (same flags as itslive_dask.granule)
+                h5 = h5py.File(data, "r", locking=False)
         except OSError as exc:
             raise GranuleError(ref.url, f"not a readable NetCDF4/HDF5 file ({exc})") from None
         with h5:

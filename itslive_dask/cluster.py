@@ -1,0 +1,108 @@
+"""Getting a Dask ``distributed`` client: a LocalCluster of processes, a scheduler address,
+or a client the user already has (a Pangeo hub, dask-gateway, a cloud cluster)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import ClusterError, InvalidInputError
+
+__all__ = ["dask_client", "default_workers"]
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """One worker process per core (HDF5 decoding is single-threaded per process)."""
+    return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def dask_client(
+    client: Any = None,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | int | None = "auto",
+    timeout: float = 10.0,
+    announce: Callable[[str], None] | None = None,
+) -> Iterator[Any]:
+    """Yield a :class:`distributed.Client`, starting and stopping a cluster if needed.
+
+    Parameters
+    ----------
+    client
+        An existing client: used as is and left open.
+    scheduler
+        Address of a running scheduler (``tcp://host:8786``): connected to, left running.
+    n_workers, threads_per_worker, memory_limit
+        Size of the LocalCluster of processes started when neither ``client`` nor
+        ``scheduler`` is given (default: one single-threaded worker per core, memory split
+        evenly). ``memory_limit`` is per worker, e.g. ``"2GiB"``.
+    timeout
+        Seconds to wait for a scheduler to answer.
+    announce
+        Called with a one-line message giving the dashboard link.
+
+    Raises
+    ------
+    ClusterError
+        The scheduler cannot be reached or the cluster cannot start.
+    """
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        if scheduler is not None:
+            raise InvalidInputError("give either client or scheduler, not both")
+        _announce(client, announce)
+        yield client
+        return
+    if scheduler is not None:
+        if not isinstance(scheduler, str) or ("://" not in scheduler and ":" not in scheduler):
+            raise InvalidInputError(f"scheduler must be an address like tcp://127.0.0.1:8786, got {scheduler!r}")
+        try:
+            c = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        try:
+            _announce(c, announce)
+            yield c
+        finally:
+            c.close()
+        return
+    n = default_workers() if n_workers is None else int(n_workers)
+    if n < 1 or threads_per_worker < 1:
+        raise InvalidInputError("workers and threads per worker must be at least 1")
+    try:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise ClusterError(f"cannot start a LocalCluster: {exc}") from None
+    try:
+        c = Client(cluster)
+        try:
+            _announce(c, announce)
+            yield c
+        finally:
+            c.close()
+    finally:
+        cluster.close()
+
+
+def _announce(client: Any, announce: Callable[[str], None] | None) -> None:
+    link = getattr(client, "dashboard_link", None)
+    msg = f"Dask dashboard: {link}" if link else "Dask client ready"
+    log.info(msg)
+    if announce is not None:
+        announce(msg)
