@@ -1,0 +1,71 @@
+"""The engine on the two real ITS_LIVE granules in shared/data/real."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dask
+import h5py
+import numpy as np
+import pytest
+
+from itslive_dask.engine import make_plan, open_cube
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+V1 = REAL / "LE07_L1GT_001113_20121118_20161127_01_T2_X_LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
+V2 = REAL / "LT05_L1GS_219121_19841206_20200918_02_T2_X_LT05_L1GS_226120_19850124_20200918_02_T2_G0120V02_P000.nc"
+PIG = {
+    "type": "Polygon",
+    "coordinates": [[[-101.155511, -74.738709], [-99.117207, -75.087959], [-99.879774, -75.46007],
+                     [-102.42516, -74.925034], [-101.155511, -74.738709]]],
+}
+
+pytestmark = pytest.mark.skipif(not V1.exists(), reason="shared/data/real not present")
+
+
+def _raw(path, name, fill=-32767):
+    with h5py.File(path, "r", locking=False) as h:
+        a = h[name][:].astype("float32")
+        x, y = h["x"][:], h["y"][:]
+    a[a == fill] = np.nan
+    return a, x, y
+
+
+@pytest.mark.parametrize("resolution", [240, 120])
+def test_v1_values_equal_file_at_colocated_pixels(resolution):
+    cube = open_cube([str(V1)], PIG, resolution=resolution, chunks=(1, 200, 150))
+    with dask.config.set(scheduler="synchronous"):
+        c = cube.compute()
+    assert c.sizes["mid_date"] == 1 and c.rio.crs.to_epsg() == 3031
+    assert np.allclose(np.mod(c.x.values, 120), 52.5) and np.allclose(np.diff(c.x.values), resolution)
+    X, Y = np.meshgrid(c.x.values, c.y.values)
+    for name in ("vx", "vy", "v"):
+        raw, x, y = _raw(V1, name)
+        j = np.floor((X - x[0]) / 240 + 0.5).astype(int)
+        i = np.floor((Y - y[0]) / -240 + 0.5).astype(int)
+        got = c[name].values[0]
+        ok = np.isfinite(got)
+        assert ok.sum() > 10_000
+        # every valid cube pixel carries the value of the file pixel that contains its centre
+        assert np.array_equal(got[ok], raw[i[ok], j[ok]]), name
+    assert np.isnan(c.v_error.values).all()  # V1 has no v_error
+    assert str(c.acquisition_date_img1.values[0])[:10] == "2012-11-18"
+    assert float(c.date_dt.values[0]) == 14.0 and int(c.version.values[0]) == 1
+
+
+def test_folder_input_like_load_cube_and_empty_v2(tmp_path):
+    for f in (V1, V2):
+        shutil.copy(f, tmp_path / f.name)
+    plan = make_plan(str(tmp_path), PIG)
+    # the V2 granule is far from Pine Island Glacier: dropped with a reason, not read
+    assert list(plan.dropped["granule_id"]) == [V2.stem]
+    assert [r.granule_id for r in plan.refs] == [V1.stem]
+    # the all-fill V2 granule on its own region gives an all-NaN layer with its metadata
+    cube = open_cube(str(tmp_path / "*.nc"), bbox=(-130.0, -82.0, -127.0, -81.0), chunks=(2, 512, 512))
+    with dask.config.set(scheduler="synchronous"):
+        c = cube.compute()
+    assert V2.stem in set(c.granule_id.values)
+    k = list(c.granule_id.values).index(V2.stem)
+    assert np.isnan(c.v.values[k]).all()
+    assert str(c.acquisition_date_img1.values[k])[:10] == "1984-12-06"
