@@ -75,17 +75,23 @@ def cube_crs(cube: xr.Dataset | xr.DataArray) -> CRS:
             return CRS.from_user_input(int(cand) if str(cand).isdigit() else cand)
         except Exception:
             continue
-    raise InvalidInputError("the cube has no CRS (no grid mapping 'mapping' with spatial_epsg/crs_wkt)")
+    raise InvalidInputError(
+        "the cube has no CRS (no grid mapping 'mapping' with spatial_epsg/crs_wkt)"
+    )
 
 
 def _check_cube(cube: Any, var: str | None = None) -> xr.Dataset:
     if isinstance(cube, xr.DataArray):
         cube = cube.to_dataset(name=cube.name or "v")
     if not isinstance(cube, xr.Dataset):
-        raise InvalidInputError(f"expected a cube (xarray.Dataset from open_cube/open_zarr), got {type(cube).__name__}")
+        raise InvalidInputError(
+            f"expected a cube (xarray.Dataset from open_cube/open_zarr), got {type(cube).__name__}"
+        )
     missing = [d for d in ("mid_date", "y", "x") if d not in cube.dims]
     if missing:
-        raise InvalidInputError(f"the cube has no dimension(s) {', '.join(missing)}; expected (mid_date, y, x)")
+        raise InvalidInputError(
+            f"the cube has no dimension(s) {', '.join(missing)}; expected (mid_date, y, x)"
+        )
     if var is not None and var not in cube.data_vars:
         raise InvalidInputError(
             f"the cube has no variable {var!r}; it has {', '.join(map(str, cube.data_vars)) or 'none'}"
@@ -121,7 +127,9 @@ def _weights(cube: xr.Dataset, var: str) -> xr.DataArray:
     return xr.where(ok, 1.0 / (err.astype("float64") ** 2), 0.0)
 
 
-def _grouped_mean(cube: xr.Dataset, var: str, key: str, weighted: bool) -> tuple[xr.DataArray, xr.DataArray]:
+def _grouped_mean(
+    cube: xr.Dataset, var: str, key: str, weighted: bool
+) -> tuple[xr.DataArray, xr.DataArray]:
     """Mean of ``var`` per group of mid_date (key ``mid_date.year`` or ``mid_date.month``), and count."""
     data = cube[var]
     if weighted:
@@ -136,7 +144,9 @@ def _grouped_mean(cube: xr.Dataset, var: str, key: str, weighted: bool) -> tuple
     return mean, count
 
 
-def _period_mean(cube: Any, var: str, key: str, weighted: bool, speed_of_mean: bool, label: str) -> xr.DataArray:
+def _period_mean(
+    cube: Any, var: str, key: str, weighted: bool, speed_of_mean: bool, label: str
+) -> xr.DataArray:
     if speed_of_mean:
         cube = _check_cube(cube, "vx")
         _check_cube(cube, "vy")
@@ -150,7 +160,9 @@ def _period_mean(cube: Any, var: str, key: str, weighted: bool, speed_of_mean: b
         out, count = _grouped_mean(cube, var, key, weighted)
         name, what = var, f"{label} mean of {var}"
     out = out.assign_coords(count=count.astype("int32"))
-    out["count"].attrs = {"description": "number of layers with data that enter the mean at each pixel"}
+    out["count"].attrs = {
+        "description": "number of layers with data that enter the mean at each pixel"
+    }
     out.name = name
     out.attrs = {
         "units": cube[var if not speed_of_mean else "vx"].attrs.get("units", _UNITS),
@@ -244,7 +256,9 @@ def monthly_mean(
     """
     cube = _check_cube(cube)
     if climatology:
-        out = _period_mean(cube, var, "mid_date.month", weighted, speed_of_mean, "monthly (climatology)")
+        out = _period_mean(
+            cube, var, "mid_date.month", weighted, speed_of_mean, "monthly (climatology)"
+        )
         return out
     month = pd.DatetimeIndex(cube["mid_date"].values).to_period("M").to_timestamp()
     cube = cube.assign_coords(month=("mid_date", month.to_numpy(dtype="datetime64[ns]")))
@@ -314,7 +328,10 @@ def point_timeseries(
     iy = int(np.argmin(np.abs(ys - py))) if np.isfinite(py) else -1
     half = _half_pixel(xs, ys)
     inside = (
-        ix >= 0 and iy >= 0 and abs(xs[ix] - px) <= half[0] * (1 + 1e-9) and abs(ys[iy] - py) <= half[1] * (1 + 1e-9)
+        ix >= 0
+        and iy >= 0
+        and abs(xs[ix] - px) <= half[0] * (1 + 1e-9)
+        and abs(ys[iy] - py) <= half[1] * (1 + 1e-9)
     )
     if not inside:
         xmin, xmax = xs.min() - half[0], xs.max() + half[0]
@@ -376,14 +393,22 @@ def layer_counts(cube: xr.Dataset) -> pd.DataFrame:
         sensor = np.full(len(years), "all")
     df = pd.DataFrame({"year": years.astype(int), "sensor": sensor})
     if len(df) == 0:
-        return pd.DataFrame({"total": pd.Series(dtype="int64")}, index=pd.Index([], name="year", dtype="int64"))
+        return pd.DataFrame(
+            {"total": pd.Series(dtype="int64")}, index=pd.Index([], name="year", dtype="int64")
+        )
     table = pd.crosstab(df["year"], df["sensor"]).sort_index()
     table = table[sorted(table.columns)]
     table.columns.name = None
     table["total"] = table.sum(axis=1)
     if "granule_status" in cube.coords:
         failed = np.asarray(cube["granule_status"].values) == 1
-        table["failed"] = pd.Series(failed, index=df.index).groupby(df["year"]).sum().reindex(table.index).fillna(0)
+        table["failed"] = (
+            pd.Series(failed, index=df.index)
+            .groupby(df["year"])
+            .sum()
+            .reindex(table.index)
+            .fillna(0)
+        )
     table.index.name = "year"
     return table.astype("int64")
 
@@ -422,7 +447,12 @@ def describe_cube(cube: xr.Dataset) -> dict[str, Any]:
             ex = np.concatenate([bx, np.full(21, extent[2]), bx[::-1], np.full(21, extent[0])])
             ey = np.concatenate([np.full(21, extent[1]), by, np.full(21, extent[3]), by[::-1]])
             lon, lat = tr.transform(ex, ey)
-            out["extent_lonlat"] = (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
+            out["extent_lonlat"] = (
+                float(np.min(lon)),
+                float(np.min(lat)),
+                float(np.max(lon)),
+                float(np.max(lat)),
+            )
     md = pd.DatetimeIndex(cube["mid_date"].values)
     out["start"] = md.min().date().isoformat() if len(md) else None
     out["end"] = md.max().date().isoformat() if len(md) else None
