@@ -151,6 +151,8 @@ def write_cube(
     retries: int = 3,
     progress: Callable[[int, int], None] | None = None,
     announce: Callable[[str], None] | None = None,
+    layout: str = "map",
+    timeseries_chunks: Any = None,
 ) -> WriteResult:
     """Build a cube into a Zarr store on a Dask cluster, resumably.
 
@@ -182,6 +184,14 @@ def write_cube(
         Called as ``progress(blocks_done, blocks_total)`` while blocks finish.
     announce
         Called with one-line messages for the user (the dashboard link).
+    layout
+        ``"map"`` (default): chunks as ``chunks`` (few layers, large tiles), the layout the
+        build itself uses. ``"timeseries"``: the cube is built map-friendly into the sibling
+        store ``<store>.map.zarr`` (which keeps the build state: resume and append work on
+        it) and then rechunked, in bounded memory, into ``store`` with
+        ``timeseries_chunks`` (default :data:`itslive_dask.rechunk.TIMESERIES_CHUNKS`).
+    timeseries_chunks
+        Chunks of the time-series layout.
 
     Returns
     -------
@@ -194,6 +204,17 @@ def write_cube(
     >>> xr.open_zarr("s3://my-bucket/pig.zarr")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    if layout not in ("map", "timeseries"):
+        raise InvalidInputError(f"unknown layout {layout!r}; use 'map' or 'timeseries'")
+    if layout == "timeseries":
+        return _write_timeseries(
+            source, store, geometry, store_options=store_options, mode=mode, client=client,
+            scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
+            bbox=bbox, crs=crs, resolution=resolution, variables=variables, chunks=chunks,
+            resampling=resampling, storage_options=storage_options, zarr_format=zarr_format,
+            retries=retries, progress=progress,
+        )
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if zarr_format not in (2, 3):
@@ -257,6 +278,27 @@ def write_cube(
         elapsed=time.perf_counter() - t_start,
         peak_worker_rss=stats["peak_rss"],
     )
+
+
+def _write_timeseries(source, store, geometry, *, store_options, mode, client, scheduler, n_workers,
+                      threads_per_worker, memory_limit, announce, timeseries_chunks, **kwargs) -> WriteResult:
+    from .rechunk import TIMESERIES_CHUNKS, rechunk_cube
+
+    final = _target(store, store_options)
+    work = StoreTarget(final.url.rstrip("/") + ".map.zarr", final.storage_options)
+    if mode == "create" and _exists(final):
+        raise StoreError(f"{_display(final)} already exists; use mode='resume', 'append' or 'overwrite'")
+    with dask_client(
+        client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit, announce=announce,
+    ) as c:
+        res = write_cube(source, work.url, geometry, store_options=store_options, mode=mode, client=c, **kwargs)
+        rechunk_cube(
+            work.url, final.url, timeseries_chunks or TIMESERIES_CHUNKS, source_options=store_options,
+            dest_options=store_options, overwrite=True, client=c,
+        )
+    res.store = _display(final)
+    return res
 
 
 def build_cube(

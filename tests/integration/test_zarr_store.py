@@ -208,3 +208,21 @@ def test_failures_go_to_ledger_and_resume_retries_them(tmp_path, small, syntheti
     assert (z.granule_status.values == 0).all() and read_ledger(str(store))["failed"] == []
     for v in VARS:
         assert z[v].values.tobytes() == reference[v].values.tobytes()
+
+
+def test_timeseries_layout_is_a_bounded_memory_rechunk(tmp_path, small, synthetic_archive, dask_client, reference):
+    store = tmp_path / "ts.zarr"
+    write_cube(
+        small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
+        chunks=(8, 96, 96), client=dask_client, layout="timeseries", timeseries_chunks=(1000, 20, 20),
+    )
+    z = xr.open_zarr(store)
+    n = reference.sizes["mid_date"]
+    assert z.v.encoding["chunks"] == (n, 20, 20)
+    assert xr.open_zarr(tmp_path / "ts.zarr.map.zarr").v.encoding["chunks"] == (8, 96, 96)
+    for v in VARS:
+        assert z[v].values.tobytes() == reference[v].values.tobytes()
+    assert z.rio.crs.to_epsg() == 3413
+    # the rechunked copy is not a build target: resuming it is refused, nothing is changed
+    with pytest.raises(StoreError):
+        write_cube(small, str(store), synthetic_archive.region, mode="append", client=dask_client)
