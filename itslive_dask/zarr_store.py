@@ -225,7 +225,11 @@ def write_cube(
         raise StoreError(f"{_display(target)} already exists; use mode='resume', 'append' or 'overwrite'")
     if mode in ("resume", "append") and state is None:
         if _exists(target):
-            raise StoreError(f"{_display(target)} exists but was not written by itslive_dask (or its template is incomplete); use mode='overwrite'")
+            raise StoreError(
+                f"{_display(target)} has no itslive_dask build state (not written by write_cube, a "
+                "time-series copy - resume/append its .map.zarr store - or an interrupted template); "
+                "use mode='overwrite' to rebuild it"
+            )
         raise StoreError(f"{_display(target)} does not exist; nothing to {mode} (use mode='create')")
 
     skipped: list[dict[str, Any]] = []
