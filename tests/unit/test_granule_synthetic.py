@@ -201,9 +201,13 @@ def test_sentinel1_attributes(tmp_path, grid):
                     "add_offset": np.float64(-0.5),
                 },
             ),
-            "M12": (
-                np.where(vx == FILL, np.nan, vx / 1000).astype("float32"),
-                {"_FillValue": np.float32(np.nan)},
+            "M12": (  # float32 with a numeric fill (hyp3-autorift writes M11/M12 as float32)
+                np.where(vx == FILL, FILL, vx / 1000).astype("float32"),
+                {"_FillValue": np.float32(FILL)},
+            ),
+            "M13": (  # float with NaN as fill
+                np.where(vx == FILL, np.nan, vx / 1000).astype("float64"),
+                {"_FillValue": np.float64(np.nan)},
             ),
         },
         pair=pair,
@@ -217,7 +221,8 @@ def test_sentinel1_attributes(tmp_path, grid):
     np.testing.assert_allclose(ds.M11.values, expected_m11, rtol=1e-6, atol=1e-6)
     assert bool(np.isnan(ds.M11.values[0, :5]).all())
     np.testing.assert_allclose(ds.M12.values, expected_float(vx) / 1000, rtol=1e-6)
-    assert ds.M12.dtype == np.float32
+    np.testing.assert_allclose(ds.M13.values, expected_float(vx) / 1000, rtol=1e-6)
+    assert ds.M12.dtype == np.float32 and ds.M13.dtype == np.float32
 
 
 def test_interp_mask_fill_that_is_a_flag_is_kept(tmp_path, grid):
