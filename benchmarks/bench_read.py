@@ -1,0 +1,253 @@
+"""Benchmark 3: read-path floors and the per-process source-geometry cache.
+
+* decode: per granule, plain h5py of the 4 velocity variables (the floor DESIGN.md quotes:
+  ~33 ms for an 833x833 granule) vs the engine's ``read_info`` + ``read_window`` (header
+  parse, fill masking, float32) vs ``xarray.open_dataset(engine="h5netcdf").load()``; from a
+  local path and from in-memory bytes (what a block task has after its whole-object GET);
+* transform: pyproj points/s (target grid -> a UTM zone) vs
+  :func:`itslive_dask.reproject.source_geometry` on one tile (it transforms 3 points per
+  pixel: forward, and back with a finite-difference step);
+* cache: one block with many granules of one CRS, computed with the per-process
+  ``GEOMETRY_CACHE`` as shipped and with it disabled (hit rate, wall time);
+* profile: where a block task spends its time (cProfile, grouped by stage).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import logging
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_common import best_of
+
+log = logging.getLogger(__name__)
+
+VELOCITY = ("vx", "vy", "v", "v_error")
+
+
+def _h5py_plain(src: Any) -> int:
+    import h5py
+
+    with h5py.File(src, "r", locking=False) if isinstance(src, str) else h5py.File(src, "r") as h5:
+        total = 0
+        for name in VELOCITY:
+            if name in h5:
+                total += h5[name][()].size
+        return total
+
+
+def _engine_path(src: Any, label: str) -> int:
+    import h5py
+
+    from itslive_dask.granule import read_info, read_window
+
+    with h5py.File(src, "r", locking=False) if isinstance(src, str) else h5py.File(src, "r") as h5:
+        info = read_info(h5, label)
+        out = read_window(h5, info, VELOCITY, slice(None), slice(None))
+        return sum(a.size for a in out.values())
+
+
+def _xarray_path(src: Any) -> int:
+    import xarray as xr
+
+    with xr.open_dataset(src, engine="h5netcdf") as ds:
+        return sum(ds[v].load().size for v in VELOCITY if v in ds)
+
+
+def run_decode(paths: list[str], repeat: int = 3) -> dict[str, Any]:
+    """Per-granule decode times (best of ``repeat``), averaged over ``paths``.
+
+    Returns
+    -------
+    dict
+        ``rows``: one per method with ``ms_per_granule``, ``mpix_per_s`` (pixels of the 4
+        variables per second) and ``x_h5py`` (ratio to plain h5py); ``granule``: shape,
+        size, chunking and filters of the first file.
+    """
+    import os
+
+    import h5py
+
+    with h5py.File(paths[0], "r", locking=False) as h5:
+        d = h5["vx"]
+        meta = {
+            "shape": list(d.shape),
+            "dtype": str(d.dtype),
+            "chunks": list(d.chunks) if d.chunks else None,
+            "compression": d.compression,
+            "compression_opts": d.compression_opts,
+            "shuffle": d.shuffle,
+            "file_mb": os.path.getsize(paths[0]) / 1e6,
+            "n_files": len(paths),
+        }
+    blobs = [Path(p).read_bytes() for p in paths]
+    methods = {
+        "h5py plain (path)": lambda i: _h5py_plain(paths[i]),
+        "read_info+read_window (path)": lambda i: _engine_path(paths[i], paths[i]),
+        "xarray h5netcdf .load() (path)": lambda i: _xarray_path(paths[i]),
+        "h5py plain (bytes)": lambda i: _h5py_plain(io.BytesIO(blobs[i])),
+        "read_info+read_window (bytes)": lambda i: _engine_path(io.BytesIO(blobs[i]), paths[i]),
+        "xarray h5netcdf .load() (bytes)": lambda i: _xarray_path(io.BytesIO(blobs[i])),
+    }
+    rows = []
+    for label, fn in methods.items():
+        times, pix = [], 0
+        for i in range(len(paths)):
+            t, pix_i = best_of(lambda fn=fn, i=i: fn(i), repeat)
+            times.append(t)
+            pix += pix_i
+        ms = 1e3 * float(np.mean(times))
+        rows.append(
+            {
+                "method": label,
+                "ms_per_granule": ms,
+                "mpix_per_s": pix / len(paths) / (ms / 1e3) / 1e6,
+            }
+        )
+    base = {r["method"].split(" (")[1]: r["ms_per_granule"] for r in rows if r["method"].startswith("h5py plain")}
+    for r in rows:
+        r["x_h5py"] = r["ms_per_granule"] / base[r["method"].split(" (")[1]]
+    return {"granule": meta, "rows": rows}
+
+
+def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 3031, repeat: int = 3) -> dict[str, Any]:
+    """pyproj throughput vs ``source_geometry`` on a ``tile x tile`` tile near Pine Island."""
+    from pyproj import Transformer
+
+    from itslive_dask.reproject import source_geometry
+
+    x = -1_600_000.0 + 120.0 * np.arange(tile)
+    y = -250_000.0 - 120.0 * np.arange(tile)
+    xx, yy = np.meshgrid(x, y)
+    tr = Transformer.from_crs(target_epsg, source_epsg, always_xy=True)
+    n = xx.size
+    t_pyproj, _ = best_of(lambda: tr.transform(xx, yy), repeat)
+    t_geom, geom = best_of(lambda: source_geometry(x, y, target_epsg, source_epsg), repeat)
+    t_same, _ = best_of(lambda: source_geometry(x, y, target_epsg, target_epsg), repeat)
+    return {
+        "tile": [tile, tile],
+        "source_epsg": source_epsg,
+        "target_epsg": target_epsg,
+        "pyproj_points_per_s": n / t_pyproj,
+        "pyproj_ms_per_tile": 1e3 * t_pyproj,
+        "source_geometry_ms_per_tile": 1e3 * t_geom,
+        "source_geometry_x_pyproj": t_geom / t_pyproj,
+        "source_geometry_same_crs_ms": 1e3 * t_same,
+        "geometry_mb": geom.nbytes / 2**20,
+    }
+
+
+def _busiest_block(plan, epsg: int | None = None):
+    best, best_n = None, -1
+    for block, lays in plan.blocks.items():
+        refs = [plan.refs[k] for k in lays]
+        n = sum(1 for r in refs if epsg is None or r.epsg == epsg)
+        if n > best_n:
+            best, best_n = block, n
+    return best
+
+
+def block_inputs(plan, block, epsg: int | None = None):
+    """``(cfg, refs, rows, cols, nt)`` to call ``read_block`` on one block of a plan."""
+    import shapely
+
+    from itslive_dask.blocks import BlockConfig
+
+    cfg = BlockConfig(grid=plan.grid, variables=plan.variables, resampling=plan.resampling, region_wkb=shapely.to_wkb(plan.region))
+    refs = tuple((pos, r) for pos, r in plan.block_refs(block) if epsg is None or r.epsg == epsg)
+    ts, rs, cs = plan.block_slices(block)
+    return cfg, refs, (rs.start, rs.stop), (cs.start, cs.stop), ts.stop - ts.start
+
+
+def run_cache(plan, epsg: int | None = None, repeat: int = 2) -> dict[str, Any]:
+    """Time the busiest block of ``plan`` (only its granules in ``epsg`` if given) with the
+    geometry cache as shipped, and with it disabled (``maxsize=0``)."""
+    from itslive_dask import blocks as B
+
+    block = _busiest_block(plan, epsg)
+    cfg, refs, rows, cols, nt = block_inputs(plan, block, epsg)
+    crs_counts: dict[int, int] = {}
+    for _, r in refs:
+        crs_counts[r.epsg] = crs_counts.get(r.epsg, 0) + 1
+    out: dict[str, Any] = {
+        "block": list(block), "granules": len(refs), "tile": [rows[1] - rows[0], cols[1] - cols[0]],
+        "crs_counts": {str(k): v for k, v in crs_counts.items()},
+    }
+    saved = B.GEOMETRY_CACHE
+    try:
+        for label, maxsize in (("cache", saved.maxsize), ("no_cache", 0)):
+            B.GEOMETRY_CACHE = B._LRU(maxsize=maxsize)
+            B.MASK_CACHE.data.clear()
+            t0 = time.perf_counter()
+            B.read_block(cfg, refs, rows, cols, nt)  # cold: first call fills the cache
+            cold = time.perf_counter() - t0
+            warm, _ = best_of(lambda: B.read_block(cfg, refs, rows, cols, nt), repeat)
+            c = B.GEOMETRY_CACHE
+            out[label] = {
+                "cold_s": cold,
+                "warm_s": warm,
+                "ms_per_granule_cold": 1e3 * cold / max(len(refs), 1),
+                "hits": c.hits,
+                "misses": c.misses,
+                "hit_rate": c.hits / max(c.hits + c.misses, 1),
+            }
+    finally:
+        B.GEOMETRY_CACHE = saved
+    out["speedup_cold"] = out["no_cache"]["cold_s"] / out["cache"]["cold_s"]
+    return out
+
+
+#: cProfile function name -> stage of a block task.
+_STAGES = {
+    "cat_file": "fetch (fsspec whole-object GET)",
+    "read_info": "read_info (header)",
+    "read_window": "read_window (h5py decode + mask)",
+    "source_geometry": "source_geometry (pyproj)",
+    "sample": "sample (resampling)",
+    "rotate": "rotate (vectors)",
+    "fractional_index": "fractional_index",
+    "_clip_mask": "clip mask",
+}
+
+
+def run_profile(plan, storage_options: dict | None = None, epsg: int | None = None) -> dict[str, Any]:
+    """cProfile one cold call of the busiest block; cumulative time per stage, % of the total."""
+    from itslive_dask import blocks as B
+
+    block = _busiest_block(plan, epsg)
+    cfg, refs, rows, cols, nt = block_inputs(plan, block, epsg)
+    if storage_options:
+        from dataclasses import replace
+
+        cfg = replace(cfg, storage_options=dict(storage_options))
+    B.GEOMETRY_CACHE.data.clear()
+    B.MASK_CACHE.data.clear()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    B.read_block(cfg, refs, rows, cols, nt)
+    prof.disable()
+    total = time.perf_counter() - t0
+    st = pstats.Stats(prof)
+    stages: dict[str, float] = {}
+    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if func in _STAGES:
+            stages[_STAGES[func]] = stages.get(_STAGES[func], 0.0) + ct
+    top = sorted(
+        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
+        key=lambda kv: -kv[1],
+    )[:12]
+    return {
+        "block": list(block),
+        "granules": len(refs),
+        "tile": [rows[1] - rows[0], cols[1] - cols[0]],
+        "total_s": total,
+        "stages_s": stages,
+        "stages_pct": {k: 100 * v / total for k, v in stages.items()},
+        "top_self_time": [{"function": f, "s": s, "pct": 100 * s / total} for f, s in top],
+    }
