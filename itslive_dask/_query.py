@@ -20,7 +20,7 @@ import pandas as pd
 import shapely
 import shapely.geometry
 
-from ._spatial import FootprintIndex, lonlat_unwrapped
+from ._spatial import FootprintIndex, short_way_polygon_ok
 from .errors import InvalidInputError
 from .filters import check_percent, check_sensors, check_separation
 from .geometry import parse_bbox, parse_region
@@ -153,8 +153,7 @@ def region_from_input(geometry: Any = None, bbox: Any = None) -> shapely.Geometr
         coords = shapely.get_coordinates(geom)
         if not np.all(np.isfinite(coords)) or np.any(np.abs(coords[:, 1]) > 90):
             raise
-        unwrapped = lonlat_unwrapped(geom)
-        if unwrapped.is_empty or not unwrapped.is_valid or unwrapped.area <= 0:
+        if not short_way_polygon_ok(geom):
             raise first from None
         return geom
 

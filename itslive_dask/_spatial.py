@@ -21,8 +21,8 @@ transforms points of the granule's projected outline to lon/lat):
   and edges touching a pole (latitude +-90), are taken literally (a cap polygon
   ``[-180, -90] ... [180, -85] ... [-180, -85]`` is the cap south of -85 deg).
 * Footprint edges are straight lines in the test frame (exact for a granule in the polar CRS
-  given by its corners); region edges are straight lines in lon/lat (they are densified every
-  0.01 deg before projection, as :func:`itslive_dask.geometry.to_crs` does for clipping).
+  given by points of its outline); region edges are straight lines in lon/lat (followed every
+  0.05 deg before projection, as :func:`itslive_dask.geometry.to_crs` does for clipping).
 
 Footprints with every vertex in the other hemisphere are never matched in a polar frame.
 """
@@ -38,13 +38,12 @@ import shapely
 import shapely.affinity
 from pyproj import Transformer
 
-from .geometry import to_crs
-
 __all__ = [
     "FootprintIndex",
     "choose_frame",
     "lonlat_unwrapped",
     "polar_footprint",
+    "short_way_polygon_ok",
     "to_rfc7946",
 ]
 
@@ -54,6 +53,9 @@ POLAR_LATITUDE = 60.0
 SOUTH_EPSG = 3031
 NORTH_EPSG = 3413
 _SHIFTS = (-720.0, -360.0, 0.0, 360.0, 720.0)
+#: Region edges are followed in lon/lat at this step before projection to a polar frame
+#: (a chord error below 1 m).
+REGION_STEP_DEG = 0.05
 
 _TRANSFORMERS: dict[int, Transformer] = {}
 
@@ -93,8 +95,8 @@ def choose_frame(region: shapely.Geometry) -> int | None:
 
 def _literal_edges(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """Edges (i -> i+1) written the RFC 7946 way: along the 180 meridian or touching a pole."""
-    on_180 = np.isclose(np.abs(lon), 180.0, rtol=0, atol=1e-9)
-    at_pole = np.isclose(np.abs(lat), 90.0, rtol=0, atol=1e-9)
+    on_180 = np.abs(np.abs(lon) - 180.0) <= 1e-9
+    at_pole = np.abs(np.abs(lat) - 90.0) <= 1e-9
     return (on_180[:-1] & on_180[1:]) | at_pole[:-1] | at_pole[1:]
 
 
@@ -182,11 +184,28 @@ def lonlat_unwrapped(geom: shapely.Geometry) -> shapely.Geometry:
     return flat[0] if len(flat) == 1 else _valid(shapely.MultiPolygon(flat))
 
 
+def short_way_polygon_ok(geom: shapely.Geometry) -> bool:
+    """True when ``geom`` only makes sense read the short way: some ring crosses the
+    antimeridian (|dlon| > 180) and, unwrapped, every part is a valid polygon of positive area.
+    """
+    polys = _polygons(geom)
+    if not polys:
+        return False
+    crossing = False
+    for poly in polys:
+        rings = [np.asarray(r.coords)[:, :2] for r in (poly.exterior, *poly.interiors)]
+        crossing |= any(bool(_jumps(r[:, 0], r[:, 1]).any()) for r in rings)
+        shell = _ring_polygon_lonlat(rings[0])
+        if not shell.is_valid or shell.area <= 0:
+            return False
+    return crossing
+
+
 def _densify_literal(coords: np.ndarray, step: float = 1.0) -> np.ndarray:
     """Insert points along literal +-180-to-+-180 parallels so they survive projection."""
     lon, lat = coords[:, 0], coords[:, 1]
     d = np.abs(np.diff(lon))
-    on_180 = np.isclose(np.abs(lon), 180.0, rtol=0, atol=1e-9)
+    on_180 = np.abs(np.abs(lon) - 180.0) <= 1e-9
     long_edges = np.flatnonzero(on_180[:-1] & on_180[1:] & (d >= 180.0))
     if long_edges.size == 0:
         return coords
@@ -234,7 +253,12 @@ def region_in_frame(region: shapely.Geometry, frame: int | None) -> shapely.Geom
     if frame is None:
         shifted = [shapely.affinity.translate(unwrapped, xoff=s) for s in _SHIFTS]
         return shapely.union_all(shifted)
-    return _valid(to_crs(unwrapped, f"EPSG:{frame}"))
+    dense = shapely.segmentize(unwrapped, REGION_STEP_DEG)
+    tr = _transformer(frame)
+    projected = shapely.transform(
+        dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+    )
+    return _valid(projected)
 
 
 def to_rfc7946(geom: shapely.Geometry) -> shapely.Geometry:
@@ -353,7 +377,7 @@ def _polar_frame(geoms: np.ndarray, epsg: int) -> np.ndarray:
         return np.array([], dtype=object)
     coords, idx = shapely.get_coordinates(geoms, return_index=True)
     lon, lat = coords[:, 0], coords[:, 1]
-    on_180 = np.isclose(np.abs(lon), 180.0, rtol=0, atol=1e-9)
+    on_180 = np.abs(np.abs(lon) - 180.0) <= 1e-9
     same = idx[:-1] == idx[1:]
     special = same & on_180[:-1] & on_180[1:] & (np.abs(np.diff(lon)) >= 180.0)
     flag = np.zeros(len(geoms), dtype=bool)

@@ -153,7 +153,11 @@ def save_catalog(
     elif kind == "ndjson":
         payload = "".join(json.dumps(item) + "\n" for item in table_to_stac_items(table)).encode()
     elif path.lower().endswith(".geojson"):
-        payload = table.to_json(na="null", show_bbox=False, drop_id=True).encode()
+        flat = table.copy()
+        for col, dtype in COLUMNS.items():
+            if dtype.startswith("datetime64"):
+                flat[col] = flat[col].map(lambda t: t.isoformat())
+        payload = flat.to_json(na="null", show_bbox=False, drop_id=True).encode()
     else:
         items = table_to_stac_items(table)
         payload = json.dumps({"type": "FeatureCollection", "features": items}).encode()

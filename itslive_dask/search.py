@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,7 @@ import geopandas as gpd
 
 from ._legacy import LegacyAPI
 from ._query import SearchQuery, make_query, select
+from ._spatial import FootprintIndex
 from .errors import InvalidInputError
 from .geometry import box_to_geojson, polygon_to_geojson
 
@@ -40,6 +43,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_STAC_URL = "https://stac.itslive.cloud"
 #: The granule collection of that API.
 DEFAULT_COLLECTION = "itslive-granules"
+
+_CACHE: OrderedDict[tuple, tuple[gpd.GeoDataFrame, FootprintIndex]] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2
 
 _CATALOG_SUFFIXES = (".parquet", ".geoparquet", ".pq", ".json", ".geojson", ".ndjson", ".jsonl")
 
@@ -165,18 +172,45 @@ def run_query(
 
         return search_stac(target, query, collection=collection, progress=progress)
     if backend == "file":
-        from .catalog import load_catalog
-
-        table = load_catalog(target, storage_options=storage_options)
+        table, index = _load_cached(target, storage_options)
     else:
         from .table import validate_granule_table
 
-        table = validate_granule_table(target)
-    out = select(table, query)
+        table, index = validate_granule_table(target), None
+    out = select(table, query, index=index)
     if progress is not None:
         progress(len(out), len(out))
     logger.info("local search: %d of %d granules match", len(out), len(table))
     return out
+
+
+def _load_cached(
+    path: str, storage_options: dict | None
+) -> tuple[gpd.GeoDataFrame, FootprintIndex]:
+    """Load a catalog file, reusing the table and spatial index of a recent search on the same
+    unchanged local file (keyed by path, size and modification time)."""
+    from .catalog import load_catalog
+
+    local = path[len("file://") :] if path.startswith("file://") else path
+    stamp = None
+    if "://" not in local:
+        try:
+            st = os.stat(local)
+            stamp = (os.path.abspath(local), st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+    with _CACHE_LOCK:
+        hit = _CACHE.get(stamp) if stamp is not None else None
+    if hit is not None:
+        return hit
+    table = load_catalog(path, storage_options=storage_options)
+    entry = (table, FootprintIndex(table.geometry.to_numpy()))
+    if stamp is not None:
+        with _CACHE_LOCK:
+            _CACHE[stamp] = entry
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return entry
 
 
 def resolve_catalog(catalog: Any) -> tuple[str, Any]:
