@@ -226,3 +226,62 @@ def test_timeseries_layout_is_a_bounded_memory_rechunk(tmp_path, small, syntheti
     # the rechunked copy is not a build target: resuming it is refused, nothing is changed
     with pytest.raises(StoreError):
         write_cube(small, str(store), synthetic_archive.region, mode="append", client=dask_client)
+
+
+def test_separate_scheduler_and_worker_processes(tmp_path, small, synthetic_archive, reference):
+    """Beyond one machine it is plain distributed: `dask scheduler` + `dask worker` processes."""
+    import json
+    import shutil
+
+    dask_cli = shutil.which("dask", path=os.path.dirname(sys.executable))
+    assert dask_cli, "the dask command comes with distributed"
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+             "--scheduler-file", str(sched_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+        )
+    ]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(
+            subprocess.Popen(
+                [dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
+                 "--memory-limit", "2GiB"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+            )
+        )
+        from distributed import Client
+
+        with Client(address, timeout=30) as c:
+            c.wait_for_workers(2, timeout=60)
+        store = tmp_path / "remote.zarr"
+        res = write_cube(small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
+                         chunks=(8, 96, 96), scheduler=address)
+        assert res.failed == []
+        z = xr.open_zarr(store)
+        for v in VARS:
+            assert z[v].values.tobytes() == reference[v].values.tobytes()
+    finally:
+        for p in procs[::-1]:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+
+
+def test_unreachable_scheduler_fails_before_writing(tmp_path, small, synthetic_archive):
+    import socket
+
+    from itslive_dask.errors import ClusterError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tmp_path / "never.zarr"
+    with pytest.raises(ClusterError, match="cannot reach"):
+        write_cube(small, str(store), synthetic_archive.region, scheduler=f"tcp://127.0.0.1:{port}")
+    assert not store.exists()
