@@ -210,14 +210,9 @@ def legacy_params(query: SearchQuery) -> list[dict[str, str]]:
         return [base]
     if query.region.geom_type == "Point":
         lon, lat = query.region.coords[0][:2]
-        d = 1e-6
-        ring = [
-            (lon - d, lat - d),
-            (lon + d, lat - d),
-            (lon + d, lat + d),
-            (lon - d, lat + d),
-            (lon - d, lat - d),
-        ]
+        d = 1e-5  # a tiny box around the point (the API takes polygons only)
+        s, n = max(lat - d, -90.0), min(lat + d, 90.0)
+        ring = [(lon - d, s), (lon + d, s), (lon + d, n), (lon - d, n), (lon - d, s)]
         return [{**base, "polygon": _ring_text(np.asarray(ring))}]
     geom = to_rfc7946(query.region)
     parts = list(getattr(geom, "geoms", [geom]))

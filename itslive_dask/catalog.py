@@ -198,23 +198,23 @@ def table_to_stac_items(
 # --------------------------------------------------------------------------- builder
 
 
-def _https_for(url: str, storage_options: Mapping[str, Any] | None) -> str:
+def _https_for(url: str, root_url: str, https_base: str | None) -> str:
+    """Public https form of a granule URL: ``https_base`` + the path under the scanned root,
+    else the AWS virtual-host form for ``s3://bucket/key``, the URL itself for http(s)."""
+    if https_base is not None:
+        rel = (
+            url[len(root_url) :].lstrip("/") if url.startswith(root_url) else url.rsplit("/", 1)[-1]
+        )
+        return f"{https_base.rstrip('/')}/{rel}"
     if url.startswith(("http://", "https://")):
         return url
-    if not url.startswith("s3://"):
-        return ""
-    bucket_key = url[len("s3://") :]
-    if "/" not in bucket_key:
-        return ""
-    bucket, key = bucket_key.split("/", 1)
-    so = storage_options or {}
-    endpoint = so.get("endpoint_url") or (so.get("client_kwargs") or {}).get("endpoint_url")
-    if endpoint:
-        return f"{str(endpoint).rstrip('/')}/{bucket}/{key}"
-    return f"https://{bucket}.s3.amazonaws.com/{key}"
+    if url.startswith("s3://") and "/" in url[len("s3://") :]:
+        bucket, key = url[len("s3://") :].split("/", 1)
+        return f"https://{bucket}.s3.amazonaws.com/{key}"
+    return ""
 
 
-def _list_granules(source: str, storage_options: dict | None) -> tuple[Any, list[str]]:
+def _list_granules(source: str, storage_options: dict | None) -> tuple[str, list[str]]:
     try:
         fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
     except (ValueError, ImportError, TypeError) as exc:
@@ -233,7 +233,9 @@ def _list_granules(source: str, storage_options: dict | None) -> tuple[Any, list
     paths = sorted(p for p in paths if p.lower().endswith(".nc"))
     local = "file" in fs.protocol or fs.protocol == "local"
     urls = [os.path.abspath(p) if local else fs.unstrip_protocol(p) for p in paths]
-    return fs, urls
+    base = root.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    root_url = os.path.abspath(base) if local else fs.unstrip_protocol(base)
+    return root_url, urls
 
 
 def build_catalog(
@@ -244,6 +246,7 @@ def build_catalog(
     max_workers: int = 16,
     progress: ProgressArg = None,
     stac_items: str | os.PathLike | None = None,
+    https_base: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Scan a folder or bucket prefix for ``*.nc`` granules and build a granule table.
 
@@ -265,6 +268,9 @@ def build_catalog(
         ``True`` for a progress bar, or a callable ``f(done, total)``.
     stac_items
         Also write the catalog as STAC items (``.json`` FeatureCollection or ``.ndjson``).
+    https_base
+        Public https prefix matching ``source`` for the ``https_url`` column (default: the
+        ``https://<bucket>.s3.amazonaws.com/<key>`` form of ``s3://`` URLs, '' for local files).
 
     Returns
     -------
@@ -293,14 +299,14 @@ def build_catalog(
         _kind(os.fspath(out))
     if stac_items is not None:
         _kind(os.fspath(stac_items))
-    _, urls = _list_granules(source, storage_options)
+    root_url, urls = _list_granules(source, storage_options)
     if not urls:
         raise InvalidInputError(f"no *.nc files found under {source}")
     logger.info("building a catalog of %d files under %s", len(urls), source)
 
     def read_one(url: str) -> dict[str, Any]:
         info = read_granule_info(url, storage_options=storage_options)
-        return info.to_record(url, https_url=_https_for(url, storage_options))
+        return info.to_record(url, https_url=_https_for(url, root_url, https_base))
 
     records: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, str]] = []

@@ -160,13 +160,13 @@ def safe_file_name(url: str) -> str:
     name = segments[-1]
     if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInputError(
-            f"refusing {url!r:.200}: {name!r:.100} is not an ITS_LIVE granule file name (*.nc)"
+            f"refusing {url!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name (*.nc)"
         )
     try:
         parse_granule_name(name)
     except InvalidInputError:
         raise InvalidInputError(
-            f"refusing {url!r:.200}: {name!r:.100} is not an ITS_LIVE granule file name"
+            f"refusing {url!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name"
         ) from None
     return name
 
@@ -379,6 +379,18 @@ def _remote_sizes(
     return {name: s for (name, _), s in zip(jobs, sizes, strict=True)}
 
 
+def _definitely_missing(exc: FileNotFoundError) -> bool:
+    """A not-found error that is not a disguised network failure.
+
+    fsspec's HTTP backend reports any failure to reach a URL (refused connection, timeout)
+    as FileNotFoundError raised from the real cause; only a 404 (or no cause) means missing.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return True
+    return getattr(cause, "status", None) in (404, 410)
+
+
 def _open_part(part: Path, offset: int) -> int:
     """Open the ``.part`` file for appending at ``offset`` (no symlinks followed)."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
@@ -451,9 +463,14 @@ def _fetch_one(
             res.size = got
             res.error = None
             return res
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             last_error = "object not found"
-            break  # retrying will not make it appear
+            if _definitely_missing(exc):
+                break  # retrying will not make it appear
+            if getattr(exc.__cause__, "status", None) in (401, 403):
+                last_error = f"permission denied (HTTP {exc.__cause__.status})"
+                break
+            last_error = f"cannot reach the object ({exc.__cause__ or exc})"
         except PermissionError as exc:
             last_error = f"permission denied ({exc})"
             break
