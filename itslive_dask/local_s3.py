@@ -179,7 +179,10 @@ class LocalS3:
         fs = self.filesystem()
         if not fs.exists(name):
             # s3fs.mkdir would send LocationConstraint=us-east-1, which S3 rejects.
-            fs.call_s3("create_bucket", Bucket=name)
+            try:
+                fs.call_s3("create_bucket", Bucket=name)
+            except OSError as exc:
+                raise InvalidInputError(f"cannot create bucket {name!r} on {self.endpoint_url}: {exc}") from None
             fs.invalidate_cache()
         return f"s3://{name}"
 
