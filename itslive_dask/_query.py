@@ -311,7 +311,7 @@ def match_query(
         keep &= table["version"].isin(query.versions).to_numpy()
     if query.region is not None and keep.any():
         geoms = table.geometry.to_numpy()
-        known = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
+        known = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
         if index is None:
             index = FootprintIndex(geoms)
         spatial = np.zeros(n, dtype=bool)

@@ -311,10 +311,7 @@ class FootprintIndex:
 
     def _known(self) -> np.ndarray:
         g = self._geoms
-        ok = np.array([x is not None for x in g], dtype=bool)
-        if ok.any():
-            ok[ok] = ~shapely.is_empty(g[ok].astype(object))
-        return np.flatnonzero(ok)
+        return np.flatnonzero(~(shapely.is_missing(g) | shapely.is_empty(g)))
 
     def _build(self, frame: int | None) -> tuple[shapely.STRtree, np.ndarray]:
         pos = self._known()

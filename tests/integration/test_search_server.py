@@ -18,6 +18,7 @@ import pytest
 import requests
 import shapely
 import shapely.geometry
+from fastapi import Request  # module level: FastAPI resolves the route annotations here
 
 from itslive_dask._spatial import to_rfc7946
 from itslive_dask.search import LegacyAPI, search
@@ -310,3 +311,64 @@ def test_empty_answers_are_well_formed(server):
     r = requests.get(f"{server.url}/velocities/urls/", params={"bbox": "10,10,11,11"}, timeout=30)
     assert r.json() == [] and r.headers["X-Total-Count"] == "0"
     assert np.asarray(search(bbox=(10, 10, 11, 11), catalog=server.url)).size == 0
+    assert len(search(bbox=(10, 10, 11, 11), catalog=server.legacy_url)) == 0
+
+
+def test_stac_client_refilters_when_the_server_ignores_criteria(case):
+    """A STAC API that only pages through every item (no filter, no query, no intersects)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from itslive_dask._stac import row_to_item
+
+    items = [row_to_item(r) for r in case.table.iloc[::4].to_dict("records")]
+    app = FastAPI()
+
+    @app.get("/")
+    def root(request: Request):
+        base = str(request.base_url).rstrip("/")
+        return {
+            "type": "Catalog", "id": "dumb", "description": "d", "stac_version": "1.0.0",
+            "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
+            "links": [{"rel": "self", "href": f"{base}/"}, {"rel": "root", "href": f"{base}/"},
+                      {"rel": "search", "href": f"{base}/search", "method": "POST"}],
+        }  # fmt: skip
+
+    @app.post("/search")
+    async def everything(request: Request):
+        body = await request.json()
+        start = int(body.get("token") or 0)
+        base = str(request.base_url).rstrip("/")
+        links = []
+        if start + 100 < len(items):
+            links.append({"rel": "next", "href": f"{base}/search", "method": "POST",
+                          "body": {**body, "token": str(start + 100)}})  # fmt: skip
+        return {"type": "FeatureCollection", "features": items[start : start + 100], "links": links}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        sub = cases.Case(case.table.iloc[::4].reset_index(drop=True), case.epsg[::4], case.boxes[::4],
+                         case.centre_lonlat[::4], case.radius_m[::4])  # fmt: skip
+        m = cases.attribute_mask(
+            sub, "2015-01-01", pd.Timestamp("2018-12-31T23:59:59.999999999"), 10, 100, 40
+        )
+        for label, kw, region_ll in picked()[:4]:
+            inner, outer = cases.truth(sub, region_ll, m)
+            got = search(**kw, start="2015-01-01", end="2018-12-31", min_separation=10, max_separation=100,
+                         percent_valid_pixels=40, catalog=url)  # fmt: skip
+            cases.check(set(got["granule_id"]), inner, outer, f"dumb server {label}")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
