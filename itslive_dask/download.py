@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 #: Name of the manifest written in the download folder.
 MANIFEST_NAME = "itslive_manifest.json"
 _CHUNK = 4 * 1024 * 1024
+_QUERY_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://[^\s'\"?#]+)[?#][^\s'\"]*", re.IGNORECASE)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.nc")
 _PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "http", "https", "file", "memory")
 
@@ -56,7 +57,7 @@ class FileResult:
     name
         File name in the folder.
     url
-        Source URL.
+        Source URL (query string removed: presigned URLs carry credentials).
     path
         Local path of the file.
     status
@@ -208,6 +209,14 @@ def _options_for(url: str, storage_options: Mapping[str, Any] | None) -> dict[st
     if protocol in ("file", "http", "https"):
         return {}
     return dict(storage_options)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its query string and fragment (presigned URLs carry credentials)."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    return parts._replace(query="", fragment="").geturl()
 
 
 def _jsonable(value: Any) -> Any:
@@ -414,7 +423,7 @@ def _fetch_one(
 ) -> FileResult:
     final = folder / name
     part = folder / f".{name}.part"
-    res = FileResult(name=name, url=url, path=str(final), status="failed", size=size)
+    res = FileResult(name=name, url=redact_url(url), path=str(final), status="failed", size=size)
     if (
         size is not None
         and final.is_file()
@@ -476,6 +485,6 @@ def _fetch_one(
             break
         except Exception as exc:  # network errors, truncated reads: retried
             last_error = f"{type(exc).__name__}: {exc}"
-            logger.debug("attempt %d of %s failed: %s", attempt + 1, url, last_error)
-    res.error = last_error
+            logger.debug("attempt %d of %s failed: %s", attempt + 1, res.url, last_error)
+    res.error = _QUERY_IN_TEXT.sub(r"\1", last_error)
     return res

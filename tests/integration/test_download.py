@@ -165,6 +165,14 @@ def test_presigned_https_urls_of_the_same_objects(local_s3, objects, tmp_path):
     res = download_granules([plain], tmp_path / "unsigned", retries=3, backoff=0.01, progress=False)
     (f,) = res.failed
     assert f.attempts == 1 and "403" in f.error
+    # presigned URLs carry credentials: never written to the manifest
+    for folder in (tmp_path, tmp_path / "unsigned"):
+        text = (folder / MANIFEST_NAME).read_text()
+        assert (
+            "Signature" not in text
+            and "Credential" not in text
+            and local_s3.storage_options["key"] not in text
+        )
 
 
 def test_hostile_table_urls_are_refused_and_nothing_is_written(local_s3, objects, tmp_path):
