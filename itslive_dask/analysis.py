@@ -28,6 +28,7 @@ from pyproj import CRS, Geod, Transformer
 from .errors import InvalidInputError
 
 __all__ = [
+    "as_strings",
     "cube_crs",
     "describe_cube",
     "layer_counts",
@@ -78,6 +79,15 @@ def cube_crs(cube: xr.Dataset | xr.DataArray) -> CRS:
     raise InvalidInputError(
         "the cube has no CRS (no grid mapping 'mapping' with spatial_epsg/crs_wkt)"
     )
+
+
+def as_strings(values: Any) -> np.ndarray:
+    """Any array of text (bytes, ``str``, object, numpy ``StringDType``) -> object array of str."""
+    arr = np.asarray(values)
+    out = np.empty(arr.shape, dtype=object)
+    for i, v in enumerate(arr.ravel().tolist()):
+        out.flat[i] = v.decode() if isinstance(v, bytes) else str(v)
+    return out
 
 
 def _check_cube(cube: Any, var: str | None = None) -> xr.Dataset:
@@ -386,9 +396,9 @@ def layer_counts(cube: xr.Dataset) -> pd.DataFrame:
     cube = _check_cube(cube)
     years = pd.DatetimeIndex(cube["mid_date"].values).year
     if "sensor" in cube.coords:
-        sensor = np.asarray(cube["sensor"].values).astype(str)
+        sensor = as_strings(cube["sensor"].values)
     elif "satellite_img1" in cube.coords:
-        sensor = np.asarray(cube["satellite_img1"].values).astype(str)
+        sensor = as_strings(cube["satellite_img1"].values)
     else:
         sensor = np.full(len(years), "all")
     df = pd.DataFrame({"year": years.astype(int), "sensor": sensor})

@@ -26,7 +26,7 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis import _crs_label, cube_crs, yearly_mean
+from .analysis import _crs_label, as_strings, cube_crs, yearly_mean
 from .errors import InvalidInputError
 
 __all__ = [
@@ -77,7 +77,7 @@ def _dates_and_sensors(data: Any) -> tuple[pd.DatetimeIndex, np.ndarray]:
             raise InvalidInputError("the cube has no mid_date coordinate")
         dates = pd.DatetimeIndex(data["mid_date"].values)
         if "sensor" in data.coords:
-            sensors = np.asarray(data["sensor"].values).astype(str)
+            sensors = as_strings(data["sensor"].values)
         else:
             sensors = np.full(len(dates), "all")
         return dates, sensors
@@ -86,7 +86,7 @@ def _dates_and_sensors(data: Any) -> tuple[pd.DatetimeIndex, np.ndarray]:
             raise InvalidInputError("the granule table has no mid_date column")
         dates = pd.DatetimeIndex(pd.to_datetime(data["mid_date"]))
         sensors = (
-            data["sensor"].astype(str).to_numpy()
+            as_strings(data["sensor"].to_numpy())
             if "sensor" in data.columns
             else np.full(len(dates), "all")
         )
@@ -418,11 +418,7 @@ def plot_point_timeseries(
         xerr = np.vstack([half.to_numpy(), half.to_numpy()])
     else:
         xerr = None
-    sensors = (
-        np.asarray(ts["sensor"].values).astype(str)
-        if "sensor" in ts.coords
-        else np.full(len(t), "all")
-    )
+    sensors = as_strings(ts["sensor"].values) if "sensor" in ts.coords else np.full(len(t), "all")
     units = (
         ts[var]
         .attrs.get("units", ts.attrs.get("units", "meter/year"))

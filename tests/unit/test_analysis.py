@@ -60,7 +60,10 @@ def make_cube(chunked: bool = False) -> xr.Dataset:
             "mid_date": DATES.to_numpy(),
             "y": Y,
             "x": X,
-            "sensor": ("mid_date", SENSORS),
+            "sensor": (
+                "mid_date",
+                np.array(SENSORS, dtype=np.dtypes.StringDType()),
+            ),  # as open_zarr gives
             "date_dt": ("mid_date", [16.0, 32.0, 8.0, 64.0]),
             "granule_status": ("mid_date", np.array([0, 1, 0, 0], "int8")),
         },

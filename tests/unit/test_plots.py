@@ -44,7 +44,13 @@ def make_cube() -> xr.Dataset:
             "mid_date": dates.to_numpy(),
             "y": Y,
             "x": X,
-            "sensor": ("mid_date", ["landsat", "sentinel2", "landsat", "sentinel1", "landsat"]),
+            "sensor": (
+                "mid_date",
+                np.array(
+                    ["landsat", "sentinel2", "landsat", "sentinel1", "landsat"],
+                    dtype=np.dtypes.StringDType(),
+                ),
+            ),
             "acquisition_date_img1": ("mid_date", (dates - pd.Timedelta(days=8)).to_numpy()),
             "acquisition_date_img2": ("mid_date", (dates + pd.Timedelta(days=8)).to_numpy()),
             "date_dt": ("mid_date", np.full(len(dates), 16.0)),
