@@ -89,7 +89,8 @@ def load_cube(
         ds = ds.assign_coords(time=pd.to_datetime(date_center[:8], format="%Y%m%d"))
         proj_var = next(v for v in _GRID_MAPPINGS if v in ds.variables)
         epsg = int(np.asarray(ds[proj_var].attrs["spatial_epsg"]).reshape(-1)[0])
-        ds = ds.drop_vars(["img_pair_info", proj_var]).rio.write_crs(epsg)
+        ds = ds.drop_vars(["img_pair_info", *(v for v in _GRID_MAPPINGS if v in ds.variables)])
+        ds = ds.rio.write_crs(epsg, grid_mapping_name="spatial_ref")
         try:
             piece = ds.rio.clip([clip_geom], crs="EPSG:4326")
         except Exception as exc:  # rioxarray raises NoDataInBounds and friends
@@ -111,7 +112,8 @@ def load_cube(
     majority = max(by_crs, key=lambda k: len(by_crs[k]))
     stats["dropped_minority_crs"] = sum(len(v) for k, v in by_crs.items() if k != majority)
     stats["kept"] = len(by_crs[majority])
-    cube = xr.concat(by_crs[majority], dim="time").sortby("time")
+    # xarray's historical default (join="outer"): the union of all x and y = a common grid
+    cube = xr.concat(by_crs[majority], dim="time", join="outer").sortby("time")
     stats["crs"] = majority
     return cube, dict(stats)
 

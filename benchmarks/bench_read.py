@@ -251,3 +251,128 @@ def run_profile(plan, storage_options: dict | None = None, epsg: int | None = No
         "stages_pct": {k: 100 * v / total for k, v in stages.items()},
         "top_self_time": [{"function": f, "s": s, "pct": 100 * s / total} for f, s in top],
     }
+
+
+#: Environments of the block-loop subprocesses (glibc malloc tunables).
+MALLOC_ENVS: dict[str, dict[str, str] | None] = {
+    "glibc defaults (no variable)": None,
+    "MALLOC_TRIM_THRESHOLD_=65536 (distributed's worker default)": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    "MALLOC_TRIM_THRESHOLD_=1GiB": {"MALLOC_TRIM_THRESHOLD_": str(2**30)},
+    "MALLOC_TRIM_THRESHOLD_=65536 + MALLOC_MMAP_THRESHOLD_=64MiB": {
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "MALLOC_MMAP_THRESHOLD_": str(2**26),
+    },
+}
+
+
+def run_malloc(table_path: str, geojson: dict, repeat: int = 1) -> dict[str, Any]:
+    """Every block of a cube computed in one fresh process per malloc setting.
+
+    Returns the total block time and the minor page faults of each process (a fault count is
+    a machine-independent witness of memory being handed back and touched afresh).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    spec = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump({"table": table_path, "geojson": geojson}, spec)
+    spec.close()
+    rows = []
+    try:
+        for _ in range(repeat):
+            for label, extra in MALLOC_ENVS.items():
+                env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+                env.update(extra or {})
+                env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
+                proc = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "blocks", spec.name],
+                    capture_output=True, text=True, env=env, check=True,
+                )
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                res["setting"] = label
+                rows.append(res)
+    finally:
+        os.unlink(spec.name)
+    return {"rows": rows}
+
+
+def _blocks_main(spec_path: str) -> None:
+    """Subprocess body of :func:`run_malloc`: compute every block of the plan, in order."""
+    import json
+    import resource
+    import sys
+    import warnings
+
+    import geopandas as gpd
+
+    from itslive_dask import blocks as B
+    from itslive_dask.engine import make_plan
+
+    warnings.simplefilter("ignore")
+    spec = json.loads(Path(spec_path).read_text())
+    plan = make_plan(gpd.read_parquet(spec["table"]), spec["geojson"])
+    times = []
+    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for block in plan.block_ids():
+        if not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        t0 = time.perf_counter()
+        B.read_block(cfg, refs, rows, cols, nt)
+        times.append(time.perf_counter() - t0)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {
+        "blocks": len(times),
+        "granules": plan.n_layers,
+        "total_s": sum(times),
+        "first_block_s": times[0],
+        "median_block_s": float(np.median(times)),
+        "minor_faults": ru.ru_minflt - flt0,
+        "peak_rss_mb": ru.ru_maxrss / 1024,
+    }
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    if len(_sys.argv) == 3 and _sys.argv[1] == "blocks":
+        _blocks_main(_sys.argv[2])
+
+
+def run_cache_sweep(plan, max_time_blocks: int = 3) -> dict[str, Any]:
+    """Hit rate of the per-process geometry cache over the blocks of the first time blocks.
+
+    Blocks are computed in ``block_ids()`` order (time-major, as a single worker meets them
+    when tasks are scheduled by key order). With more distinct (tile, source CRS) pairs than
+    the cache holds, an LRU sweep over the tiles evicts each entry before its next use.
+    """
+    from itslive_dask import blocks as B
+
+    B.GEOMETRY_CACHE.data.clear()
+    B.GEOMETRY_CACHE.hits = B.GEOMETRY_CACHE.misses = 0
+    t0_block = plan.block_ids()[0][0]
+    pairs: set[tuple[int, int, int]] = set()
+    n_blocks = 0
+    t0 = time.perf_counter()
+    for block in plan.block_ids():
+        if block[0] - t0_block >= max_time_blocks or not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        pairs |= {(block[1], block[2], r.epsg) for _, r in refs if r.epsg != plan.grid.epsg}
+        B.read_block(cfg, refs, rows, cols, nt)
+        n_blocks += 1
+    c = B.GEOMETRY_CACHE
+    return {
+        "chunks": list(plan.chunks),
+        "blocks": n_blocks,
+        "distinct_tile_crs_pairs": len(pairs),
+        "cache_maxsize": c.maxsize,
+        "hits": c.hits,
+        "misses": c.misses,
+        "hit_rate": c.hits / max(c.hits + c.misses, 1),
+        "elapsed_s": time.perf_counter() - t0,
+    }
