@@ -158,7 +158,7 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
         except OSError as exc:
             raise GranuleError(ref.url, f"not a readable NetCDF4/HDF5 file ({exc})") from None
         with h5:
-            info = read_info(h5, ref.url)
+            info = INFO_CACHE.get(ref.url, lambda: read_info(h5, ref.url))
             if info.epsg != ref.epsg:
                 raise GranuleError(
                     ref.url, f"file is in EPSG:{info.epsg} but the search table says EPSG:{ref.epsg}"
@@ -245,11 +245,13 @@ def _fetch(url: str, storage_options: dict, retries: int, backoff: float):
 
 
 class _LRU:
-    """A tiny per-process LRU cache bounded by entry count."""
+    """A tiny per-process LRU cache, bounded by entry count and by bytes."""
 
-    def __init__(self, maxsize: int):
+    def __init__(self, maxsize: int, maxbytes: int | None = None):
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self.data: OrderedDict = OrderedDict()
+        self.nbytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -260,18 +262,34 @@ class _LRU:
             self.misses += 1
             value = make()
             self.data[key] = value
-            while len(self.data) > self.maxsize:
-                self.data.popitem(last=False)
+            self.nbytes += _sizeof(value)
+            while len(self.data) > 1 and (
+                len(self.data) > self.maxsize or (self.maxbytes is not None and self.nbytes > self.maxbytes)
+            ):
+                _, old = self.data.popitem(last=False)
+                self.nbytes -= _sizeof(old)
             return value
         self.hits += 1
         self.data.move_to_end(key)
         return value
 
+    def clear(self) -> None:
+        self.data.clear()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+
+def _sizeof(value) -> int:
+    return int(getattr(value, "nbytes", 0))
+
 
 #: (grid, rows, cols, source EPSG) -> SourceGeometry; shared by all tasks of a worker process.
-GEOMETRY_CACHE = _LRU(maxsize=12)
+#: 256 MiB holds e.g. 4 source CRSs x 8 tiles of 512 x 512 pixels.
+GEOMETRY_CACHE = _LRU(maxsize=4096, maxbytes=256 * 2**20)
 #: (grid, rows, cols, region WKB) -> clip mask.
-MASK_CACHE = _LRU(maxsize=32)
+MASK_CACHE = _LRU(maxsize=4096, maxbytes=64 * 2**20)
+#: granule URL -> GranuleInfo (header), so a granule read for several tiles is parsed once.
+INFO_CACHE = _LRU(maxsize=1024)
 
 
 def _geometry(grid: TargetGrid, rows, cols, epsg: int):

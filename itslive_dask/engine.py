@@ -214,7 +214,7 @@ def cube_from_plan(plan: CubePlan, *, storage_options: dict | None = None) -> xr
         plan.resampling,
         cfg.region_wkb,
         plan.t_offset,
-        [(r.granule_id, r.url, r.epsg) for r in plan.refs],
+        _refs_digest(plan),
         sorted(_safe_items(cfg.storage_options)),
     )
     name = f"itslive-blocks-{token}"
@@ -287,6 +287,16 @@ def _write_crs(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
         }
     )
     return ds
+
+
+def _refs_digest(plan: CubePlan) -> str:
+    """A fast digest of the granule references (dask's tokenize is slow on 10^5 tuples)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in plan.refs:
+        h.update(f"{r.granule_id}\x00{r.url}\x00{r.epsg}\n".encode())
+    return h.hexdigest()
 
 
 def _safe_items(options: dict) -> list[tuple[str, str]]:

@@ -65,6 +65,8 @@ LAYER_COORDS: dict[str, str] = {
 
 #: Footprint buffer (metres) added before testing intersections: footprints are approximate.
 _FOOTPRINT_BUFFER = 500.0
+#: Tolerance (degrees) for simplifying footprints before projecting them (~110 m of latitude).
+_SIMPLIFY_DEG = 0.001
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,9 +258,7 @@ def plan_cube(
         )
     region = shapely.make_valid(region)
 
-    # footprints -> grid CRS (densified so edges bend like the projection)
-    dense = gpd.GeoSeries(shapely.segmentize(table.geometry.values, 0.05), crs="EPSG:4326")
-    foot = dense.to_crs(grid.epsg).values
+    foot = _footprints_in(table.geometry.values, grid.epsg)
     ny_chunks, nx_chunks = (_split(0, n, c) for n, c in ((grid.height, chunk_tuple[1]), (grid.width, chunk_tuple[2])))
     tiles: list[tuple[int, int]] = []
     tile_geoms = []
@@ -320,6 +320,22 @@ def plan_cube(
     )
     log.debug("plan: %s", plan.summary())
     return plan
+
+
+def _footprints_in(footprints: np.ndarray, epsg: int) -> np.ndarray:
+    """Lon/lat footprints -> grid CRS, cheaply and conservatively.
+
+    Repeat-pass granules share footprints, so each distinct footprint is projected once.
+    Footprints are simplified first (at most ``_SIMPLIFY_DEG`` off, well inside the
+    ``_FOOTPRINT_BUFFER`` used by the intersection test) and long edges densified so they
+    bend like the projection.
+    """
+    wkb = shapely.to_wkb(footprints)
+    uniq, inverse = np.unique(wkb, return_inverse=True)
+    geoms = shapely.from_wkb(uniq)
+    geoms = shapely.segmentize(shapely.simplify(geoms, _SIMPLIFY_DEG), 0.05)
+    projected = gpd.GeoSeries(geoms, crs="EPSG:4326").to_crs(epsg).values
+    return np.asarray(projected)[inverse.ravel()]
 
 
 def _split(start: int, stop: int, size: int) -> tuple[int, ...]:

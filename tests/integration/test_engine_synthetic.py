@@ -127,9 +127,9 @@ def test_scalar_only_reprojection_fails_the_truth_test(synthetic_archive, monkey
 def test_chunk_invariance_bit_for_bit(synthetic_archive, dask_client, cube_and_truth):
     arch = synthetic_archive
     _, ref, _ = cube_and_truth
-    sub = arch.table.iloc[: min(len(arch.table), 40)]
+    sub = arch.table.iloc[: min(len(arch.table), 12)]
     outs = []
-    for chunks in [(1, 64, 64), (7, 100, 37), (40, 512, 512)]:
+    for chunks in [(2, 64, 64), (5, 100, 37), (12, 512, 512)]:
         c = open_cube(sub, arch.region, storage_options=arch.storage_options, chunks=chunks).compute()
         outs.append(c)
     for other in outs[1:]:
@@ -224,10 +224,16 @@ def test_nearest_v_agrees_with_gdal(cube_and_truth, synthetic_archive):
         gdal[~inside] = np.nan
         ours = c.v.values[k]
         n_valid = int(np.isfinite(gdal).sum())
-        differ = int((~((ours == gdal) | (np.isnan(ours) & np.isnan(gdal)))).sum())
-        print(f"\nEPSG:{epsg} granule: {n_valid} GDAL-valid pixels, {differ} differ from GDAL")
-        # GDAL's approximate transformer (0.125 px error threshold) may pick the neighbour
-        # pixel where a target centre falls within ~1/8 pixel of a source pixel edge.
-        assert differ <= max(5, 0.005 * n_valid)
+        differ = ~((ours == gdal) | (np.isnan(ours) & np.isnan(gdal)))
+        # where they differ, the target centre must sit on a knife edge between two source
+        # pixels (GDAL interpolates the transform along scanlines, error up to 1/8 px)
+        xs, ys = Transformer.from_crs(3413, epsg, always_xy=True).transform(X[differ], Y[differ])
+        fj, fi = (xs - gx[0]) / dx, (ys - gy[0]) / dy
+        edge = np.minimum(np.abs(fj - np.floor(fj) - 0.5), np.abs(fi - np.floor(fi) - 0.5))
+        print(f"\nEPSG:{epsg} granule: {n_valid} GDAL-valid pixels, {int(differ.sum())} differ from GDAL, "
+              f"all within {edge.max() if edge.size else 0:.4f} px of a source pixel edge")
+        assert n_valid > 500
+        assert differ.sum() <= 0.05 * n_valid
+        assert edge.size == 0 or edge.max() < 0.02
         tested += 1
     assert tested >= 3
