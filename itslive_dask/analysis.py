@@ -180,6 +180,8 @@ def _period_mean(
         "weighted": int(bool(weighted)),
         "speed_of_mean": int(bool(speed_of_mean)),
     }
+    if "region_wkt" in cube.attrs:  # the clip region (cube CRS), for map outlines
+        out.attrs["region_wkt"] = cube.attrs["region_wkt"]
     return _with_crs(out, _safe_crs(cube))
 
 
