@@ -48,37 +48,57 @@ _UNITS = "meter/year"
 def cube_crs(cube: xr.Dataset | xr.DataArray) -> CRS:
     """The projected CRS of a cube.
 
-    Read from the CF grid mapping (``ds.rio.crs``); if that is missing, from the grid-mapping
-    variable's ``spatial_epsg`` or ``crs_wkt`` attributes, or the ``projection`` attribute.
+    Read from the CF grid-mapping variable (``mapping``, or the one a variable's
+    ``grid_mapping`` attribute names): its ``crs_wkt``, ``spatial_ref`` or ``spatial_epsg``
+    attribute; else from rioxarray (``ds.rio.crs``); else from the ``projection`` attribute.
 
     Raises
     ------
     InvalidInputError
         The cube carries no CRS.
     """
-    import rioxarray  # noqa: F401  (registers .rio)
-
-    try:
-        crs = cube.rio.crs
-    except Exception:  # rioxarray raises several types for odd grid mappings
-        crs = None
-    if crs is not None:
-        return CRS.from_user_input(crs.to_wkt())
+    names = ["mapping"]
+    for v in getattr(cube, "data_vars", {}) or [cube]:
+        gm = (cube[v] if isinstance(cube, xr.Dataset) else cube).attrs.get("grid_mapping")
+        if gm and gm not in names:
+            names.append(str(gm))
     candidates: list[Any] = []
-    if "mapping" in cube.coords or (isinstance(cube, xr.Dataset) and "mapping" in cube.variables):
-        attrs = cube["mapping"].attrs
-        candidates += [attrs.get("crs_wkt"), attrs.get("spatial_epsg"), attrs.get("spatial_ref")]
-    candidates.append(cube.attrs.get("projection"))
-    for cand in candidates:
-        if cand is None or cand == "":
-            continue
-        try:
-            return CRS.from_user_input(int(cand) if str(cand).isdigit() else cand)
-        except Exception:
-            continue
+    for name in names:
+        if name in cube.coords or (isinstance(cube, xr.Dataset) and name in cube.variables):
+            attrs = cube[name].attrs
+            candidates += [
+                attrs.get("crs_wkt"),
+                attrs.get("spatial_ref"),
+                attrs.get("spatial_epsg"),
+            ]
+    crs = _first_crs(candidates)
+    if crs is not None:
+        return crs
+    try:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        rio_crs = cube.rio.crs
+    except Exception:  # rioxarray raises several types for odd grid mappings
+        rio_crs = None
+    if rio_crs is not None:
+        return CRS.from_user_input(rio_crs.to_wkt())
+    crs = _first_crs([cube.attrs.get("projection")])
+    if crs is not None:
+        return crs
     raise InvalidInputError(
         "the cube has no CRS (no grid mapping 'mapping' with spatial_epsg/crs_wkt)"
     )
+
+
+def _first_crs(candidates: list[Any]) -> CRS | None:
+    for cand in candidates:
+        if cand is None or (isinstance(cand, str) and not cand.strip()):
+            continue
+        try:
+            return CRS.from_user_input(int(cand) if str(cand).strip().isdigit() else cand)
+        except Exception:  # pyproj raises CRSError, TypeError... for junk
+            continue
+    return None
 
 
 def as_strings(values: Any) -> np.ndarray:
@@ -110,12 +130,18 @@ def _check_cube(cube: Any, var: str | None = None) -> xr.Dataset:
 
 
 def _with_crs(da: xr.DataArray, crs: CRS | None) -> xr.DataArray:
+    """Attach ``crs`` as a CF grid mapping ``mapping`` (readable by rioxarray and GDAL)."""
     if crs is None:
         return da
-    import rioxarray  # noqa: F401
-
     da = da.drop_vars([c for c in ("mapping", "spatial_ref") if c in da.coords])
-    return da.rio.write_crs(crs, grid_mapping_name="mapping")
+    attrs = dict(crs.to_cf())
+    attrs["spatial_ref"] = attrs.get("crs_wkt", crs.to_wkt())
+    epsg = crs.to_epsg()
+    if epsg is not None:
+        attrs["spatial_epsg"] = int(epsg)
+    da = da.assign_coords(mapping=xr.Variable((), np.int64(0), attrs))
+    da.attrs["grid_mapping"] = "mapping"
+    return da
 
 
 def _safe_crs(cube: xr.Dataset) -> CRS | None:

@@ -1356,10 +1356,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used as the console-script entry point)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ITSLIVE_DASK_DEBUG", "") not in ("", "0")
-    args = [a for a in args if a != "--debug"]
+    quiet = "--quiet" in args or "-q" in args
+    args = [a for a in args if a not in ("--debug", "--quiet", "-q")]  # global flags, anywhere
     _setup_logging(debug)
     _STATE["secrets"] = set()
-    _STATE["ui"] = None
+    _STATE["ui"] = UI(quiet=True) if quiet else None
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="itslive-dask", standalone_mode=False)
