@@ -31,21 +31,37 @@ _EXPORTS: dict[str, str] = {
     "parse_granule_name": "names",
     "open_granule": "granule",
     "read_granule_info": "granule",
-    # search, filter, download
+    "GranuleInfo": "granule",
+    # search, filter, download, catalogs, local servers
     "search": "search",
+    "LegacyAPI": "search",
     "filter_granules": "filters",
     "download_granules": "download",
     "build_catalog": "catalog",
+    "load_catalog": "catalog",
+    "save_catalog": "catalog",
+    "LocalSearchServer": "server",
+    "LocalS3": "local_s3",
     # engine
     "TargetGrid": "grid",
+    "CubePlan": "plan",
     "plan_cube": "plan",
+    "make_plan": "engine",
     "open_cube": "engine",
     # zarr
     "write_cube": "zarr_store",
     "build_cube": "zarr_store",
-    # analysis
+    "read_ledger": "zarr_store",
+    "rechunk_cube": "rechunk",
+    "dask_client": "cluster",
+    # analysis and plots
     "yearly_mean": "analysis",
+    "monthly_mean": "analysis",
     "point_timeseries": "analysis",
+    "layer_counts": "analysis",
+    "plot_granule_counts": "plots",
+    "plot_yearly_mean": "plots",
+    "plot_point_timeseries": "plots",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
