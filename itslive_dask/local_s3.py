@@ -153,6 +153,19 @@ class LocalS3:
             "client_kwargs": {"region_name": _REGION},
         }
 
+    def http_base(self, bucket: str) -> str:
+        """``http://127.0.0.1:<port>/<bucket>``: plain-HTTP (path-style) URL prefix of a bucket.
+
+        moto serves objects to unsigned GET requests, so this stands in for the public
+        ``https://<bucket>.s3.amazonaws.com`` prefix (e.g. as ``https_base`` of
+        :func:`itslive_dask.synthetic.generate_archive`).
+        """
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise InvalidInputError(
+                f"bucket name must be a non-empty string without '/', got {bucket!r}"
+            )
+        return f"{self.endpoint_url}/{bucket}"
+
     def __repr__(self) -> str:
         if self.running:
             return f"LocalS3(endpoint_url={self.endpoint_url!r})"
@@ -170,20 +183,29 @@ class LocalS3:
         opts = {**self.storage_options, "skip_instance_cache": True, **kwargs}
         return s3fs.S3FileSystem(**opts)
 
-    def create_bucket(self, name: str) -> str:
-        """Create bucket ``name`` (no error if it exists); returns ``s3://name``."""
+    def create_bucket(self, name: str, *, public: bool = False) -> str:
+        """Create bucket ``name`` (no error if it exists); returns ``s3://name``.
+
+        With ``public=True`` a bucket policy lets anyone list the bucket and read its objects
+        without signing, like the public ``its-live-data`` bucket (anonymous s3fs access,
+        plain HTTP GET of :meth:`http_base` URLs).
+        """
         if not isinstance(name, str) or not name or "/" in name:
             raise InvalidInputError(
                 f"bucket name must be a non-empty string without '/', got {name!r}"
             )
         fs = self.filesystem()
-        if not fs.exists(name):
-            # s3fs.mkdir would send LocationConstraint=us-east-1, which S3 rejects.
-            try:
+        try:
+            if not fs.exists(name):
+                # s3fs.mkdir would send LocationConstraint=us-east-1, which S3 rejects.
                 fs.call_s3("create_bucket", Bucket=name)
-            except OSError as exc:
-                raise InvalidInputError(f"cannot create bucket {name!r} on {self.endpoint_url}: {exc}") from None
-            fs.invalidate_cache()
+            if public:
+                fs.call_s3("put_bucket_policy", Bucket=name, Policy=_public_read_policy(name))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot create bucket {name!r} on {self.endpoint_url}: {exc}"
+            ) from None
+        fs.invalidate_cache()
         return f"s3://{name}"
 
     def reset(self) -> None:
@@ -209,6 +231,27 @@ class LocalS3:
                         f"local S3 server on {_HOST} did not accept connections within {timeout} s"
                     ) from None
                 time.sleep(0.05)
+
+
+def _public_read_policy(bucket: str) -> str:
+    """JSON bucket policy: anonymous list and read."""
+    import json
+
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "PublicRead",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    # moto authorises HEAD requests as "s3:HeadObject" (AWS: s3:GetObject)
+                    "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
+                    "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                }
+            ],
+        }
+    )
 
 
 def _quiet_request_log() -> None:

@@ -24,12 +24,13 @@ settings.register_profile(
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-#: The archive behind ``synthetic_archive``: 80 Svalbard granules, no noise, in EPSG:32633,
-#: 32634, 32635 and 3413, about 10% of them V1, 4 outside the region (mix checked when built).
+#: Bucket of the session's synthetic archive (public-read, like the real one).
 SYNTHETIC_TEST_BUCKET = "its-live-data"
 
 
 def _test_config() -> Any:
+    """The archive behind ``synthetic_archive``: 80 Svalbard granules, no noise, in EPSG:32633,
+    32634, 32635 and 3413, about 10% of them V1, 4 outside the region (mix checked when built)."""
     from itslive_dask.synthetic import SyntheticConfig
 
     return SyntheticConfig(
@@ -67,7 +68,7 @@ def synthetic_archive(local_s3) -> SyntheticArchive:
     from itslive_dask.synthetic import generate_archive, make_granule_specs
 
     config = _test_config()
-    url = local_s3.create_bucket(SYNTHETIC_TEST_BUCKET)
+    url = local_s3.create_bucket(SYNTHETIC_TEST_BUCKET, public=True)
     table = generate_archive(url, config, storage_options=local_s3.storage_options)
     epsgs = set(table["epsg"])
     assert 3413 in epsgs and len({e for e in epsgs if 32600 < e < 32700}) >= 2, epsgs

@@ -6,7 +6,9 @@ import concurrent.futures
 import multiprocessing
 import pickle
 import socket
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import fsspec
 import pytest
@@ -49,6 +51,15 @@ def test_lifecycle_binds_loopback_serves_s3fs_and_closes_the_port():
             fh.seek(2)
             assert fh.read(3) == b"pay"
         assert s3.filesystem() is not fs  # never a cached instance
+        # a private bucket refuses unsigned requests; a public one serves them (like its-live-data)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            opener.open(f"{s3.http_base('bucket-a')}/dir/obj.bin", timeout=10)
+        s3.create_bucket("bucket-a", public=True)
+        with opener.open(f"{s3.http_base('bucket-a')}/dir/obj.bin", timeout=10) as resp:
+            assert resp.read() == b"\x00\x01payload"
+        anon = fsspec.filesystem("s3", anon=True, endpoint_url=s3.endpoint_url, skip_instance_cache=True)
+        assert anon.cat_file("bucket-a/dir/obj.bin") == b"\x00\x01payload"
         port = s3.port
     assert not s3.running and not _port_open(port)
     s3.stop()  # idempotent

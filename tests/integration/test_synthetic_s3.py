@@ -187,6 +187,32 @@ def test_generation_into_a_prefix_is_parallel_and_deterministic(local_s3):
             assert fa[name][()].tobytes() == fb[name][()].tobytes()
 
 
+def test_process_pool_generation_matches_threads(local_s3, tmp_path):
+    """processes=True (spawned workers writing to S3 themselves) gives the same archive."""
+    local_s3.create_bucket("synthetic-processes")
+    cfg = SyntheticConfig(n_granules=3, seed=8, v1_fraction=0.3)
+    so = local_s3.storage_options
+    a = generate_archive(
+        "s3://synthetic-processes", cfg, storage_options=so, processes=True, max_workers=1
+    )
+    b = generate_archive(tmp_path, cfg)
+    assert list(a["granule_id"]) == list(b["granule_id"])
+    import h5py
+
+    fs = local_s3.filesystem()
+    for ua, ub in zip(a["url"], b["url"], strict=True):
+        fa = h5py.File(io.BytesIO(fs.cat_file(ua)), "r")
+        fb = h5py.File(ub, "r")
+        assert fa["vx"][()].tobytes() == fb["vx"][()].tobytes()
+
+
+def test_public_bucket_reads_anonymously(synthetic_archive, local_s3):
+    row = synthetic_archive.table.iloc[0]
+    anon = {"anon": True, "endpoint_url": local_s3.endpoint_url}
+    g = open_granule(row.url, storage_options=anon)
+    assert g.sizes["x"] > 0 and g.attrs["granule_id"] == row.granule_id
+
+
 def test_missing_bucket_is_an_input_error(local_s3):
     from itslive_dask.errors import InvalidInputError
 
