@@ -58,7 +58,9 @@ def test_lifecycle_binds_loopback_serves_s3fs_and_closes_the_port():
         s3.create_bucket("bucket-a", public=True)
         with opener.open(f"{s3.http_base('bucket-a')}/dir/obj.bin", timeout=10) as resp:
             assert resp.read() == b"\x00\x01payload"
-        anon = fsspec.filesystem("s3", anon=True, endpoint_url=s3.endpoint_url, skip_instance_cache=True)
+        anon = fsspec.filesystem(
+            "s3", anon=True, endpoint_url=s3.endpoint_url, skip_instance_cache=True
+        )
         assert anon.cat_file("bucket-a/dir/obj.bin") == b"\x00\x01payload"
         port = s3.port
     assert not s3.running and not _port_open(port)
