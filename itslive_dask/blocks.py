@@ -52,6 +52,9 @@ class BlockConfig:
         retried).
     backoff
         First back-off delay in seconds (doubled at each attempt).
+    session
+        Scope of the per-process byte and header caches: one build never sees bytes cached
+        by another (objects can be repaired between a build and its resume).
     """
 
     grid: TargetGrid
@@ -61,6 +64,7 @@ class BlockConfig:
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     retries: int = 3
     backoff: float = 0.2
+    session: str = ""
 
 
 @dataclass
@@ -146,7 +150,10 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
     """Warp one granule into ``dest`` (nvar, ny, nx) at the flat pixel indices ``inside``."""
     from .granule import read_info, read_window  # IO stays at the edge
 
-    data, attempts = _fetch(ref.url, cfg.storage_options, cfg.retries, cfg.backoff)
+    key = (cfg.session, ref.url)
+    data, attempts = BYTES_CACHE.get(
+        key, lambda: _fetch(ref.url, cfg.storage_options, cfg.retries, cfg.backoff)
+    )
     try:
         import h5py
 
@@ -158,7 +165,7 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
         except OSError as exc:
             raise GranuleError(ref.url, f"not a readable NetCDF4/HDF5 file ({exc})") from None
         with h5:
-            info = INFO_CACHE.get(ref.url, lambda: read_info(h5, ref.url))
+            info = INFO_CACHE.get(key, lambda: read_info(h5, ref.url))
             if info.epsg != ref.epsg:
                 raise GranuleError(
                     ref.url, f"file is in EPSG:{info.epsg} but the search table says EPSG:{ref.epsg}"
@@ -186,6 +193,8 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
             c1 = int(min(hi_j.max() + 1, ncol))
             window = read_window(h5, info, to_read, slice(r0, r1), slice(c0, c1))
     except GranuleError as exc:
+        BYTES_CACHE.discard(key)
+        INFO_CACHE.discard(key)
         exc.attempts = attempts
         raise
     fi_w, fj_w = fi - r0, fj - c0
@@ -273,6 +282,11 @@ class _LRU:
         self.data.move_to_end(key)
         return value
 
+    def discard(self, key) -> None:
+        value = self.data.pop(key, None)
+        if value is not None:
+            self.nbytes -= _sizeof(value)
+
     def clear(self) -> None:
         self.data.clear()
         self.nbytes = 0
@@ -280,6 +294,10 @@ class _LRU:
 
 
 def _sizeof(value) -> int:
+    if isinstance(value, tuple):
+        return sum(_sizeof(v) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return len(value)
     return int(getattr(value, "nbytes", 0))
 
 
@@ -290,6 +308,9 @@ GEOMETRY_CACHE = _LRU(maxsize=4096, maxbytes=256 * 2**20)
 MASK_CACHE = _LRU(maxsize=4096, maxbytes=64 * 2**20)
 #: granule URL -> GranuleInfo (header), so a granule read for several tiles is parsed once.
 INFO_CACHE = _LRU(maxsize=1024)
+#: granule URL -> (bytes, attempts): a granule spanning several tiles of one time block is
+#: usually fetched once per worker (ITS_LIVE granules are a few MB).
+BYTES_CACHE = _LRU(maxsize=256, maxbytes=128 * 2**20)
 
 
 def _geometry(grid: TargetGrid, rows, cols, epsg: int):

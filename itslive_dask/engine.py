@@ -200,22 +200,24 @@ def cube_from_plan(plan: CubePlan, *, storage_options: dict | None = None) -> xr
     The graph has one task per block of the plan (plus one slicing task per block and
     variable); blocks that no granule touches are cheap fill tasks.
     """
-    cfg = BlockConfig(
-        grid=plan.grid,
-        variables=plan.variables,
-        resampling=plan.resampling,
-        region_wkb=shapely.to_wkb(plan.region),
-        storage_options=dict(storage_options or {}),
-    )
+    region_wkb = shapely.to_wkb(plan.region)
     token = dask.base.tokenize(
         plan.grid,
         plan.chunks,
         plan.variables,
         plan.resampling,
-        cfg.region_wkb,
+        region_wkb,
         plan.t_offset,
         _refs_digest(plan),
-        sorted(_safe_items(cfg.storage_options)),
+        sorted(_safe_items(dict(storage_options or {}))),
+    )
+    cfg = BlockConfig(
+        grid=plan.grid,
+        variables=plan.variables,
+        resampling=plan.resampling,
+        region_wkb=region_wkb,
+        storage_options=dict(storage_options or {}),
+        session=token,
     )
     name = f"itslive-blocks-{token}"
     cfg_key = f"itslive-config-{token}"

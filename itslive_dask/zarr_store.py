@@ -33,6 +33,7 @@ import os
 import posixpath
 import resource
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -559,6 +560,7 @@ def _run_plan(client, plan: CubePlan, target: StoreTarget, storage_options, retr
     cfg = BlockConfig(
         grid=plan.grid, variables=plan.variables, resampling=plan.resampling,
         region_wkb=shapely.to_wkb(plan.region), storage_options=dict(storage_options or {}), retries=retries,
+        session=uuid.uuid4().hex,
     )
     markers = _list_markers(target)
     todo = []
