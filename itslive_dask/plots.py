@@ -2,7 +2,7 @@
 
 Every function draws on its own :class:`matplotlib.figure.Figure` with the Agg canvas (no
 ``pyplot`` state, no display needed, safe in threads and on servers), saves a PNG of a fixed
-size (``figsize * dpi`` pixels) and returns its path.
+size (``round(figsize * dpi)`` pixels) and returns its path.
 
 * :func:`plot_granule_counts`: granules per year or per month of the year, stacked by sensor
   (the tutorial's count printout, from a search result or a cube).
@@ -47,8 +47,10 @@ SENSOR_COLORS: dict[str, str] = {
 _MONTH_LABELS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize)
+def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
+    """A figure whose PNG is exactly ``round(figsize * dpi)`` pixels (Agg truncates sizes)."""
+    w, h = round(figsize[0] * dpi), round(figsize[1] * dpi)
+    fig = Figure(figsize=((w + 0.5) / dpi, (h + 0.5) / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -120,7 +122,7 @@ def plot_granule_counts(
     title
         Figure title (default says what is counted).
     figsize, dpi
-        Figure size in inches and resolution: the PNG is ``figsize * dpi`` pixels.
+        Figure size in inches and resolution: the PNG is ``round(figsize * dpi)`` pixels.
 
     Returns
     -------
@@ -140,7 +142,7 @@ def plot_granule_counts(
         index = pd.Index([], name="year")
     counts = pd.crosstab(df["key"], df["sensor"]).reindex(index, fill_value=0)
     counts = counts[sorted(counts.columns)]
-    fig = _new_figure(figsize)
+    fig = _new_figure(figsize, dpi)
     ax = fig.add_subplot(1, 1, 1)
     bottom = np.zeros(len(counts))
     positions = np.arange(len(counts))
@@ -247,7 +249,10 @@ def plot_yearly_mean(
     Returns
     -------
     pathlib.Path
-        The PNG written (``ceil`` of the panel layout times ``dpi`` pixels).
+        The PNG written: ``round((panel_size * ncols + 1) * dpi)`` by
+        ``round((panel_height * nrows + 2) * dpi)`` pixels, where ``ncols = min(col_wrap,
+        years)``, ``nrows = ceil(years / ncols)`` and ``panel_height = panel_size * ny / nx``
+        clipped to ``[1.2, 3 * panel_size]`` inches.
     """
     import shapely
 
@@ -287,7 +292,7 @@ def plot_yearly_mean(
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-9)
     panel_h = min(max(panel_size * aspect, 1.2), 3 * panel_size)
     figsize = (panel_size * ncols + 1.0, panel_h * nrows + 2.0)
-    fig = _new_figure(figsize)
+    fig = _new_figure(figsize, dpi)
     fig.set_layout_engine("constrained")
     values = means.values
     finite = values[np.isfinite(values)]
@@ -384,7 +389,7 @@ def plot_point_timeseries(
     title
         Figure title (default: the point, the pixel and its distance).
     figsize, dpi
-        PNG size is ``figsize * dpi`` pixels.
+        PNG size is ``round(figsize * dpi)`` pixels.
 
     Returns
     -------
@@ -424,7 +429,7 @@ def plot_point_timeseries(
         .attrs.get("units", ts.attrs.get("units", "meter/year"))
         .replace("meter/year", "m/yr")
     )
-    fig = _new_figure(figsize)
+    fig = _new_figure(figsize, dpi)
     ax = fig.add_subplot(1, 1, 1)
     ok = np.isfinite(v)
     for k, name in enumerate(sorted(set(sensors[ok]))):
@@ -499,7 +504,7 @@ def plot_speed_histogram(
     counts, edges = da.histogram(finite, bins=bins, range=(0.0, top))
     counts = counts.compute()
     units = cube[var].attrs.get("units", "meter/year").replace("meter/year", "m/yr")
-    fig = _new_figure(figsize)
+    fig = _new_figure(figsize, dpi)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(
         edges[:-1],
