@@ -272,7 +272,7 @@ class _LRU:
             value = make()
             self.data[key] = value
             self.nbytes += _sizeof(value)
-            while len(self.data) > 1 and (
+            while self.data and (
                 len(self.data) > self.maxsize or (self.maxbytes is not None and self.nbytes > self.maxbytes)
             ):
                 _, old = self.data.popitem(last=False)
