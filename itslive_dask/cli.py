@@ -512,7 +512,9 @@ def _is_itslive_store(store: str, store_options: dict) -> bool:
         except (FileNotFoundError, ValueError):
             continue
         attrs = doc.get("attributes", doc) if isinstance(doc, dict) else {}
-        if isinstance(attrs, dict) and "itslive_dask" in attrs:
+        if isinstance(attrs, dict) and (
+            "itslive_dask" in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
+        ):
             return True
     return False
 
@@ -777,6 +779,15 @@ def cube(
     zarr_format: Annotated[
         int, typer.Option("--zarr-format", help="3 (default) or 2.", rich_help_panel="Cube")
     ] = 3,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="map (chunks as --chunks) or timeseries (built into <output>.map.zarr, then "
+            "rechunked long in time into --output).",
+            rich_help_panel="Cube",
+        ),
+    ] = "map",
     resume: Annotated[
         bool,
         typer.Option(
@@ -863,12 +874,22 @@ def cube(
         from .grid import TargetGrid
 
         TargetGrid.from_bounds((0, 0, 1, 1), crs, resolution)  # validates CRS and resolution
-    exists = _store_exists(output, sto)
+    if layout not in ("map", "timeseries"):
+        raise InvalidInputError(f"--layout must be map or timeseries, got {layout!r}")
+    # the time-series layout keeps its build state in the sibling <output>.map.zarr
+    state_store = f"{output.rstrip('/')}.map.zarr" if layout == "timeseries" else output
+    exists = _store_exists(output, sto) or (
+        state_store != output and _store_exists(state_store, sto)
+    )
     if mode == "create" and exists:
         raise StoreError(f"{_public(output)} already exists; use --resume, --append or --overwrite")
-    if mode in ("resume", "append") and not exists:
-        raise StoreError(f"{_public(output)} does not exist; nothing to {mode} (drop --{mode})")
-    if mode == "overwrite" and exists and not _is_itslive_store(output, sto):
+    if mode in ("resume", "append") and not _store_exists(state_store, sto):
+        raise StoreError(
+            f"{_public(state_store)} does not exist; nothing to {mode} (drop --{mode})"
+        )
+    if mode == "overwrite" and any(
+        _store_exists(p, sto) and not _is_itslive_store(p, sto) for p in {output, state_store}
+    ):
         raise StoreError(
             f"refusing to overwrite {_public(output)}: it is not a cube written by itslive_dask "
             "(remove it yourself if it should go)"
@@ -918,6 +939,7 @@ def cube(
             retries=retries,
             progress=update,
             announce=ui.note,
+            layout=layout,
         )
     _cube_summary(result, counts, time.perf_counter() - t_start)
 
@@ -1001,9 +1023,15 @@ def catalog_cmd(
 
 @app.command()
 def serve(
+    catalog_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CATALOG", help="Catalog file (.parquet, .geojson, STAC items .json) or URL."
+        ),
+    ] = None,
     catalog: Annotated[
-        str, typer.Argument(help="Catalog file (.parquet, .geojson, STAC items .json) or URL.")
-    ],
+        str | None, typer.Option("--catalog", help="The catalog, as an option.")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     storage_option: StorageOpt = None,
@@ -1016,6 +1044,11 @@ def serve(
     from .server.app import create_app
 
     so = parse_options(storage_option, anon=anon)
+    if (catalog_arg is None) == (catalog is None):
+        raise InvalidInputError(
+            "give the catalog once: 'serve granules.parquet' or 'serve --catalog granules.parquet'"
+        )
+    catalog = catalog or catalog_arg
     if not 0 < port < 65536:
         raise InvalidInputError(f"--port must be 1-65535, got {port}")
     try:
@@ -1065,8 +1098,14 @@ def info(
     ds = _open_store(store, sto)
     desc = describe_cube(ds)
     counts = layer_counts(ds)
-    ledger = read_ledger(store, sto)
     state = _build_state(ds)
+    state_store = store
+    sibling = f"{store.rstrip('/')}.map.zarr"
+    if not state and _store_exists(sibling, sto):  # a time-series copy: state in the map store
+        state_store = sibling
+        state = _build_state(_open_store(sibling, sto))
+        state["text"] = f"{state.get('text', '')} (in {_public(sibling)})"
+    ledger = read_ledger(state_store, sto)
     if as_json:
         doc = dict(desc, store=_public(store), layers_per_year=json.loads(counts.to_json(orient="index")),
                    ledger={"failed": ledger.get("failed", []), "skipped": len(ledger.get("skipped", []))},
@@ -1098,7 +1137,10 @@ def info(
         t.add_row("lon/lat", f"lon {a:.4f} .. {c:.4f}, lat {b:.4f} .. {d:.4f}")
     t.add_row("dates", f"{desc['start']} .. {desc['end']}")
     t.add_row("variables", ", ".join(desc["variables"]))
-    t.add_row("build", state.get("text", "not written by itslive_dask"))
+    t.add_row(
+        "build",
+        state.get("text", "no build state here (a time-series copy keeps it in <store>.map.zarr)"),
+    )
     t.add_row(
         "ledger",
         f"{len(ledger.get('failed', []))} failed, {len(ledger.get('skipped', []))} skipped granules",
