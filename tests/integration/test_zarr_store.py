@@ -35,7 +35,7 @@ def _data_files(store: Path) -> dict[str, bytes]:
 def small(synthetic_archive):
     """A subset of the archive small enough to build several times."""
     t = synthetic_archive.table
-    return t.iloc[: min(len(t), 48)].reset_index(drop=True)
+    return t.iloc[: min(len(t), 24)].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ KILL_SCRIPT = textwrap.dedent(
     if __name__ == "__main__":
         args = pickle.load(open(sys.argv[1], "rb"))
         write_cube(args["table"], args["store"], args["region"], storage_options=args["so"],
-                   chunks=(1, 64, 64), n_workers=2, mode=args["mode"])
+                   chunks=(2, 128, 128), n_workers=2, mode=args["mode"])
     """
 )
 
@@ -103,7 +103,7 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path, small, synthetic_arch
     table = small
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     ref_store = tmp_path / "ref.zarr"
-    write_cube(table, str(ref_store), region, storage_options=so, chunks=(1, 64, 64), client=dask_client)
+    write_cube(table, str(ref_store), region, storage_options=so, chunks=(2, 128, 128), client=dask_client)
 
     store = tmp_path / "killed.zarr"
     args = tmp_path / "args.pkl"
@@ -114,7 +114,7 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path, small, synthetic_arch
     markers = store / "_itslive" / "blocks"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if markers.exists() and len(list(markers.glob("*.json"))) >= 15:
+        if markers.exists() and len(list(markers.glob("*.json"))) >= 4:
             break
         if proc.poll() is not None:
             break
@@ -142,7 +142,7 @@ def test_append_adds_only_new_granules(tmp_path, small, synthetic_archive, dask_
     res = write_cube(small, str(store), region, storage_options=so, mode="append", client=dask_client)
     n_new = len(small) - len(first)
     assert res.layers_added <= n_new and res.layers_added > 0
-    assert sum(s["reason"] == "already in the cube" for s in res.skipped) == len(first)
+    assert sum(s["reason"] == "already in the cube" for s in res.skipped) == before.sizes["mid_date"]
     after = xr.open_zarr(store).load()
     n0 = before.sizes["mid_date"]
     for v in VARS:  # existing layers untouched
