@@ -175,12 +175,12 @@ def resolve_granules(granules: Any, *, storage_options: dict | None = None, max_
         missing = table.geometry.isna() | (table["epsg"] <= 0)
         if not missing.any():
             return table
+        import pandas as pd
+
         filled = _read_headers(list(table.loc[missing, "url"]), storage_options, max_workers)
-        return validate_granule_table(
-            gpd.GeoDataFrame(
-                _concat([table.loc[~missing], filled]), geometry="geometry", crs="EPSG:4326"
-            )
-        )
+        known = table.loc[~missing]
+        both = pd.concat([known, filled], ignore_index=True) if len(known) else filled
+        return validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326"))
     if isinstance(granules, str | os.PathLike):
         sources = _expand(str(granules), storage_options)
     elif isinstance(granules, Sequence):
@@ -304,13 +304,6 @@ def _refs_digest(plan: CubePlan) -> str:
 def _safe_items(options: dict) -> list[tuple[str, str]]:
     # storage options go into the token as a digest only: never in a key name
     return [(str(k), dask.base.tokenize(v)) for k, v in options.items()]
-
-
-def _concat(frames):
-    import pandas as pd
-
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else frames
 
 
 def _expand(source: str, storage_options: dict | None) -> list[str]:

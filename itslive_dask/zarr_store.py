@@ -445,13 +445,9 @@ def _plans_for_existing(target: StoreTarget, state: dict, table, mode: str):
                 _append_template(plan, target)
                 plans.append(plan)
                 added = plan.n_layers
-    elif not plans:
-        # resume: every generation is complete; retry recorded failures of all of them
-        for gen in state["generations"]:
-            gen_ids = existing[gen["t_offset"]: gen["t_offset"] + gen["n_layers"]]
-            rows = table[np.isin(ids, gen_ids)]
-            if len(rows) == len(set(gen_ids)):
-                plans.append(plan_cube(rows, grid, region, t_offset=gen["t_offset"], **common))
+    else:
+        outside = table["granule_id"][~np.isin(ids, existing)]
+        skipped += [{"granule_id": g, "reason": "not in the cube (use mode='append' to add it)"} for g in outside]
     return plans, added, skipped
 
 
