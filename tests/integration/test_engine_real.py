@@ -69,3 +69,15 @@ def test_folder_input_like_load_cube_and_empty_v2(tmp_path):
     k = list(c.granule_id.values).index(V2.stem)
     assert np.isnan(c.v.values[k]).all()
     assert str(c.acquisition_date_img1.values[k])[:10] == "1984-12-06"
+
+
+def test_table_rows_without_footprint_get_their_header_read():
+    """Legacy-API rows (name-derived, no footprint/EPSG) are completed from the file header."""
+    from itslive_dask.granule import read_granule_info
+    from itslive_dask.table import granule_table
+
+    rec = read_granule_info(str(V1)).to_record(str(V1))
+    rec.update(geometry=None, epsg=0)
+    plan = make_plan(granule_table([rec]), PIG, resolution=240)
+    assert [r.epsg for r in plan.refs] == [3031]
+    assert plan.blocks  # the footprint from the header touches the region
