@@ -89,7 +89,21 @@ def machine_info() -> dict[str, Any]:
         "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ},
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "argv": " ".join(sys.argv),
+        "git": _git_state(),
     }
+
+
+def _git_state() -> dict[str, Any]:
+    """Commit of the repository and whether the package has uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "itslive_dask"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"head": head, "package_dirty": bool(dirty)}
 
 
 def write_result(out: Path, name: str, payload: Mapping[str, Any]) -> Path:
@@ -133,7 +147,17 @@ def best_of(fn, repeat: int = 3) -> tuple[float, Any]:
 
 
 def peak_rss_self() -> int:
-    """Peak resident memory of this process so far, in bytes (Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident memory of this process so far, in bytes.
+
+    Read from ``VmHWM`` in ``/proc/self/status``: ``ru_maxrss`` is not reset by ``exec``, so
+    in a freshly spawned interpreter it can report its parent's peak instead of its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 

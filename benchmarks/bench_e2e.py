@@ -11,8 +11,9 @@ other:
   a fresh cluster of the same shape.
 
 Figures per case: wall time (cluster start-up excluded and reported apart), granules/s, the
-driver's peak RSS (``ru_maxrss`` of the case process), each worker's peak RSS (``ru_maxrss``
-of the worker process, which includes its ~150 MB of imports) and the cube's shape.
+driver's peak RSS (``VmHWM`` of the case process), each worker's peak RSS (peak RSS
+of the worker process, ``VmHWM``, which includes its ~150 MB of imports) and the cube's
+shape.
 
 Run one case by hand: ``python benchmarks/bench_e2e.py CASE SPEC.json`` (prints JSON).
 """
@@ -35,12 +36,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def _worker_peaks(client) -> dict[str, int]:
-    import resource
+    """Peak RSS (VmHWM) of each worker process, in bytes."""
+    from bench_common import peak_rss_self
 
-    def peak() -> int:
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-    return {str(k): int(v) for k, v in client.run(peak).items()}
+    return {str(k): int(v) for k, v in client.run(peak_rss_self).items()}
 
 
 def _worker_rss_now(client) -> dict[str, int]:
@@ -262,13 +261,13 @@ E2E_COLUMNS = [
 
 
 def _main(argv: list[str]) -> None:
-    import resource
+    from bench_common import peak_rss_self
 
     case, spec_path = argv
     spec = json.loads(Path(spec_path).read_text())
     logging.basicConfig(level=logging.WARNING)
     out = CASES[case](spec)
-    out["driver_peak_rss"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    out["driver_peak_rss"] = peak_rss_self()
     sys.stdout.write(json.dumps(out, default=str) + "\n")
 
 
