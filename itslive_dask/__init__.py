@@ -66,6 +66,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
+# ``search`` is both a submodule and its main function: bind the function now, or the first
+# ``import itslive_dask.search`` (by any module) would leave the module object in its place.
+from .search import search as search  # noqa: E402
+
 
 def __getattr__(name: str) -> Any:
     try:

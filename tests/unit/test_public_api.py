@@ -16,3 +16,14 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError):
         itslive_dask.no_such_thing  # noqa: B018
+
+
+def test_search_is_the_function_even_after_the_submodule_is_imported():
+    import importlib
+
+    importlib.import_module("itslive_dask.search")
+    importlib.import_module("itslive_dask.zarr_store")
+    from itslive_dask import search
+
+    assert callable(search) and search.__name__ == "search"
+    assert itslive_dask.search is search
