@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._console import UI, scrub, secret_values
+from ._console import UI, scrub, secret_values, sigint_shield
 from .errors import InvalidInputError, ItsliveDaskError, StoreError
 
 __all__ = ["app", "main"]
@@ -917,7 +917,12 @@ def cube(
     if geometry is None and bbox_t is None and mode in ("create", "overwrite"):
         ui.warn("no region given: the cube covers the union of the granule footprints")
     ui.step(f"building the cube ({mode}) -> {_public(output)}")
-    with ui.progress("cube blocks") as update:
+    with ui.progress("cube blocks") as update, sigint_shield() as release:
+
+        def announce(message: str) -> None:
+            release()  # the workers are up: Ctrl-C reaches this process again
+            ui.note(message)
+
         result = write_cube(
             source,
             output,
@@ -938,7 +943,7 @@ def cube(
             memory_limit=memory_limit,
             retries=retries,
             progress=update,
-            announce=ui.note,
+            announce=announce,
             layout=layout,
         )
     _cube_summary(result, counts, time.perf_counter() - t_start)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
+from ._console import sigint_shield
 from .errors import InvalidInputError
 
 __all__ = ["DEMO_BUCKET", "DemoResult", "run_demo", "truth_accuracy"]
@@ -442,7 +443,12 @@ def run_demo(
         t = time.perf_counter()
         mode = "overwrite" if store.exists() else "create"
         ui.step(f"building the cube on a LocalCluster of {workers} workers -> {store}")
-        with ui.progress("cube blocks") as update:
+        with ui.progress("cube blocks") as update, sigint_shield() as release:
+
+            def announce(message: str) -> None:
+                release()  # the workers are up: Ctrl-C reaches this process again
+                ui.note(message)
+
             result = write_cube(
                 selected,
                 str(store),
@@ -454,7 +460,7 @@ def run_demo(
                 threads_per_worker=1,
                 memory_limit="2GiB",
                 progress=update,
-                announce=ui.note,
+                announce=announce,
             )
         timings["cube"] = time.perf_counter() - t
         ui.note(

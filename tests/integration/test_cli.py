@@ -371,3 +371,68 @@ def test_debug_shows_the_traceback(tmp_path):
     res = run("info", str(tmp_path / "missing.zarr"), "--debug")
     assert res.returncode == 1
     assert "Traceback" in res.stderr and "no cube at" in res.stderr
+
+
+def test_sigint_shield_restores_signal_and_config():
+    import signal
+
+    import dask
+
+    from itslive_dask._console import sigint_shield
+
+    before = signal.getsignal(signal.SIGINT)
+    with sigint_shield() as release:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert "itslive_dask._console" in dask.config.get("distributed.worker.preload")
+        release()
+        assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is before
+    assert "itslive_dask._console" not in (dask.config.get("distributed.worker.preload") or [])
+    assert dask.config.get("distributed.scheduler.allowed-failures") is not None  # config intact
+
+
+def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-build: one line, exit
+    130, no traceback from any process; the same command with --resume finishes the cube."""
+    import signal
+
+    store = tmp_path / "interrupted.zarr"
+    cmd = [
+        sys.executable, "-m", "itslive_dask.cli", "cube", "-g", str(built["saved"]), "-o", str(store),
+        "--workers", "1", "--chunks", "1,128,128", *s3_args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    err_lines = []
+    for line in proc.stderr:  # wait until the cluster is up and blocks are being written
+        err_lines.append(line)
+        if "Dask dashboard" in line:
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(err_lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert [ln for ln in stderr.splitlines() if ln.startswith("error:")] == ["error: interrupted"]
+    res = run(
+        "-q",
+        "cube",
+        "-g",
+        str(built["saved"]),
+        "-o",
+        str(store),
+        "--resume",
+        "--workers",
+        "1",
+        *s3_args,
+    )
+    assert res.returncode == 0, res.stderr
+    ds = xr.open_zarr(store)
+    reference = xr.open_zarr(built["store"])
+    assert ds.sizes == reference.sizes
+    np.testing.assert_array_equal(
+        ds["v"].values, reference["v"].values
+    )  # chunk-invariant, complete
