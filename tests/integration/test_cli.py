@@ -436,3 +436,32 @@ def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
     np.testing.assert_array_equal(
         ds["v"].values, reference["v"].values
     )  # chunk-invariant, complete
+
+
+def test_storage_options_parsing_and_secret_scrubbing(monkeypatch):
+    from itslive_dask import cli
+    from itslive_dask.errors import InvalidInputError
+
+    monkeypatch.setitem(cli._STATE, "secrets", set())
+    opts = cli.parse_options(
+        ["key=AKIAEXAMPLE1", "secret=s3cr3t/value+x", "client_kwargs.region_name=us-west-2", "requester_pays=true",
+         "default_block_size=5242880"],
+        anon=False,
+    )  # fmt: skip
+    assert opts == {
+        "key": "AKIAEXAMPLE1",
+        "secret": "s3cr3t/value+x",
+        "client_kwargs": {"region_name": "us-west-2"},
+        "requester_pays": True,
+        "default_block_size": 5242880,
+    }
+    line = cli._one_line("cannot open s3://b/k with key AKIAEXAMPLE1 and\nsecret s3cr3t/value+x")
+    assert line == "cannot open s3://b/k with key *** and secret ***"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-environment")
+    assert "from-the-environment" not in cli._one_line("echo from-the-environment")
+    with pytest.raises(InvalidInputError, match="KEY=VALUE"):
+        cli.parse_options(["novalue"])
+    assert (
+        cli._public("https://user:pw@example.org:8443/stac?token=abc")
+        == "https://example.org:8443/stac"
+    )
