@@ -90,6 +90,7 @@ def machine_info() -> dict[str, Any]:
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "argv": " ".join(sys.argv),
         "git": _git_state(),
+        "package_path": _package_path(),
     }
 
 
@@ -104,6 +105,13 @@ def _git_state() -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         return {}
     return {"head": head, "package_dirty": bool(dirty)}
+
+
+def _package_path() -> str:
+    """Folder the measured ``itslive_dask`` was imported from (a snapshot via PYTHONPATH)."""
+    import itslive_dask
+
+    return str(Path(itslive_dask.__file__).resolve().parent)
 
 
 def write_result(out: Path, name: str, payload: Mapping[str, Any]) -> Path:
