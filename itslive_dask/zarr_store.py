@@ -224,6 +224,10 @@ def write_cube(
     state = _read_state(target)
     if mode == "create" and (state is not None or _exists(target)):
         raise StoreError(f"{_display(target)} already exists; use mode='resume', 'append' or 'overwrite'")
+    if mode == "overwrite" and state is None and _exists(target) and not _is_zarr_group(target):
+        raise StoreError(
+            f"{_display(target)} exists and is not a Zarr store; refusing to delete it (choose another path)"
+        )
     if mode in ("resume", "append") and state is None:
         if _exists(target):
             raise StoreError(
@@ -667,6 +671,11 @@ def _exists(target: StoreTarget) -> bool:
         return fs.exists(p) and bool(fs.ls(p, detail=False))
     except FileNotFoundError:
         return False
+
+
+def _is_zarr_group(target: StoreTarget) -> bool:
+    fs = target.fs()
+    return any(fs.exists(target.path(name)) for name in ("zarr.json", ".zgroup"))
 
 
 def _read_state(target: StoreTarget) -> dict[str, Any] | None:

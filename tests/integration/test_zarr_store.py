@@ -285,3 +285,12 @@ def test_unreachable_scheduler_fails_before_writing(tmp_path, small, synthetic_a
     with pytest.raises(ClusterError, match="cannot reach"):
         write_cube(small, str(store), synthetic_archive.region, scheduler=f"tcp://127.0.0.1:{port}")
     assert not store.exists()
+
+
+def test_overwrite_refuses_a_path_that_is_not_a_zarr_store(tmp_path, small, synthetic_archive):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(StoreError, match="not a Zarr store"):
+        write_cube(small, str(precious), synthetic_archive.region, mode="overwrite")
+    assert (precious / "chapter1.tex").read_text() == "years of work"
