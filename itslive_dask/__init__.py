@@ -59,9 +59,12 @@ _EXPORTS: dict[str, str] = {
     "monthly_mean": "analysis",
     "point_timeseries": "analysis",
     "layer_counts": "analysis",
+    "describe_cube": "analysis",
     "plot_granule_counts": "plots",
     "plot_yearly_mean": "plots",
     "plot_point_timeseries": "plots",
+    "plot_speed_histogram": "plots",
+    "run_demo": "demo",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
