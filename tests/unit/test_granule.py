@@ -30,7 +30,11 @@ from itslive_dask.granule import (
 )
 from itslive_dask.table import granule_table
 
-REAL = Path("/work/shared/data/real")
+# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
+REAL = next(
+    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
+    Path("/work/shared/data/real"),
+)
 V1 = REAL / (
     "LE07_L1GT_001113_20121118_20161127_01_T2_X_"
     "LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"

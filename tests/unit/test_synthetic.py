@@ -41,7 +41,11 @@ from itslive_dask.synthetic import (
     truth_velocity,
 )
 
-REAL = Path("/work/shared/data/real")
+# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
+REAL = next(
+    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
+    Path("/work/shared/data/real"),
+)
 REAL_V2 = (
     REAL
     / "LT05_L1GS_219121_19841206_20200918_02_T2_X_LT05_L1GS_226120_19850124_20200918_02_T2_G0120V02_P000.nc"
