@@ -67,6 +67,9 @@ LAYER_COORDS: dict[str, str] = {
 _FOOTPRINT_BUFFER = 500.0
 #: Tolerance (degrees) for simplifying footprints before projecting them (~110 m of latitude).
 _SIMPLIFY_DEG = 0.001
+#: Longest footprint edge (degrees) projected as a straight line: over ~20 km a straight
+#: edge departs from the projected curve by metres, far inside ``_FOOTPRINT_BUFFER``.
+_SEGMENT_DEG = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,9 +275,9 @@ def plan_cube(
                 tile_geoms.append(part)
     tree = shapely.STRtree(foot)
     if tile_geoms:
-        tile_idx, gran_idx = tree.query(
-            np.array(tile_geoms, dtype=object), predicate="dwithin", distance=_FOOTPRINT_BUFFER
-        )
+        # grow the few tile parts (not the many footprints) by the footprint tolerance
+        grown = shapely.buffer(np.array(tile_geoms, dtype=object), _FOOTPRINT_BUFFER, quad_segs=2)
+        tile_idx, gran_idx = tree.query(grown, predicate="intersects")
     else:
         tile_idx = gran_idx = np.empty(0, dtype=np.intp)
     used = np.zeros(len(table), dtype=bool)
@@ -333,7 +336,7 @@ def _footprints_in(footprints: np.ndarray, epsg: int) -> np.ndarray:
     wkb = shapely.to_wkb(footprints)
     uniq, inverse = np.unique(wkb, return_inverse=True)
     geoms = shapely.from_wkb(uniq)
-    geoms = shapely.segmentize(shapely.simplify(geoms, _SIMPLIFY_DEG), 0.05)
+    geoms = shapely.segmentize(shapely.simplify(geoms, _SIMPLIFY_DEG), _SEGMENT_DEG)
     projected = gpd.GeoSeries(geoms, crs="EPSG:4326").to_crs(epsg).values
     return np.asarray(projected)[inverse.ravel()]
 
