@@ -40,6 +40,31 @@ def test_geometry_cache_counts_and_same_values(one_crs_archive):
     assert res["no_cache"]["misses"] == 2 * n
 
 
+def test_geometry_cache_does_not_change_values(one_crs_archive):
+    """The block computed with a cold cache, a warm cache and no cache is the same, bit for bit."""
+    import numpy as np
+    from bench_read import _busiest_block, _clear_caches, block_inputs
+
+    from itslive_dask import blocks as B
+    from itslive_dask.engine import make_plan
+    from itslive_dask.synthetic import get_region
+
+    plan = make_plan(one_crs_archive, get_region("svalbard").geojson, chunks=(64, 512, 512))
+    args = block_inputs(plan, _busiest_block(plan))
+    _clear_caches(B)
+    cold = B.read_block(*args)
+    warm = B.read_block(*args)
+    saved = B.GEOMETRY_CACHE
+    try:
+        B.GEOMETRY_CACHE = B._LRU(maxsize=0)
+        none = B.read_block(*args)
+    finally:
+        B.GEOMETRY_CACHE = saved
+    assert np.isfinite(cold).any()
+    np.testing.assert_array_equal(cold, warm)
+    np.testing.assert_array_equal(cold, none)
+
+
 def test_read_path_benchmark(bench_work, bench_out):
     """Decode floors, transform throughput, cache effect, block profile, malloc settings."""
     from itslive_dask.engine import make_plan
