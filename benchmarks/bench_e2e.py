@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def case_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     urls = list(spec["urls"])
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
+    tmp = None
     if urls and "://" in urls[0]:
         tmp = tempfile.mkdtemp(prefix="itslive-baseline-", dir=spec.get("tmp"))
         paths = download(urls, tmp, spec.get("storage_options"))
@@ -98,7 +100,11 @@ def case_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         paths = urls
     t1 = time.perf_counter()
-    cube, stats = load_cube(paths, spec["geojson"])
+    try:
+        cube, stats = load_cube(paths, spec["geojson"])
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     out["load_s"] = time.perf_counter() - t1
     out["elapsed_s"] = time.perf_counter() - t0
     out["stats"] = stats
@@ -146,7 +152,8 @@ def case_write(spec: dict[str, Any]) -> dict[str, Any]:
     from itslive_dask.zarr_store import write_cube
 
     table = gpd.read_parquet(spec["table"])
-    store = os.path.join(tempfile.mkdtemp(prefix="itslive-bench-zarr-", dir=spec.get("tmp")), "cube.zarr")
+    store_dir = tempfile.mkdtemp(prefix="itslive-bench-zarr-", dir=spec.get("tmp"))
+    store = os.path.join(store_dir, "cube.zarr")
     t0 = time.perf_counter()
     cluster, client = _cluster(spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env"))
     out: dict[str, Any] = {"cluster_start_s": time.perf_counter() - t0, "worker_env": spec.get("worker_env") or {}}
@@ -171,6 +178,7 @@ def case_write(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         client.close()
         cluster.close()
+        shutil.rmtree(store_dir, ignore_errors=True)
     return out
 
 
@@ -236,11 +244,14 @@ def run_e2e(
             sources.append(("local S3 (moto)", upload_table(table, so), so))
         for source, tab, so in sources:
             spec = spec_for(tab, so)
-            for case in ("baseline", "compute", "write"):
-                res = run_case(case, spec, work)
-                res.update({"source": source, "case": case, "granules": n})
-                rows.append(res)
-                log.info("e2e %s %s: %.1f s", source, case, res["elapsed_s"])
+            try:
+                for case in ("baseline", "compute", "write"):
+                    res = run_case(case, spec, work)
+                    res.update({"source": source, "case": case, "granules": n})
+                    rows.append(res)
+                    log.info("e2e %s %s: %.1f s", source, case, res["elapsed_s"])
+            finally:
+                Path(spec["table"]).unlink(missing_ok=True)
     finally:
         if s3_ctx is not None:
             s3_ctx.__exit__(None, None, None)
