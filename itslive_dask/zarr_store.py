@@ -257,6 +257,8 @@ def write_cube(
         client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
         memory_limit=memory_limit, announce=announce,
     ) as c:
+        if mode in ("resume", "append"):
+            _remove_leftovers(target)
         if plan is not None:
             _write_template(plan, target, zarr_format=zarr_format, overwrite=(mode == "overwrite"), storage_options=storage_options)
             generations, layers_added = [plan], plan.n_layers
@@ -671,6 +673,21 @@ def _exists(target: StoreTarget) -> bool:
         return fs.exists(p) and bool(fs.ls(p, detail=False))
     except FileNotFoundError:
         return False
+
+
+def _remove_leftovers(target: StoreTarget) -> None:
+    """Delete temporary files a killed build can leave in a local store.
+
+    Zarr's local store writes ``<chunk>.<uuid>.partial`` and renames it; our markers are
+    written as ``<marker>.tmp-<pid>``. Object stores have no such files (a PUT is atomic).
+    """
+    if "://" in target.url:
+        return
+    for root, _, files in os.walk(target.url):
+        for name in files:
+            if name.endswith(".partial") or ".json.tmp-" in name:
+                os.remove(os.path.join(root, name))
+                log.info("removed leftover %s", os.path.join(root, name))
 
 
 def _is_zarr_group(target: StoreTarget) -> bool:
