@@ -273,11 +273,11 @@ def plan_cube(
             if not part.is_empty:
                 tiles.append((iy, ix))
                 tile_geoms.append(part)
-    tree = shapely.STRtree(foot)
-    if tile_geoms:
-        # grow the few tile parts (not the many footprints) by the footprint tolerance
+    if tile_geoms and len(foot):
+        # grow the few tile parts (not the many footprints) by the footprint tolerance, index
+        # them, and query with the footprints: the tree over tiles is small and fast to walk
         grown = shapely.buffer(np.array(tile_geoms, dtype=object), _FOOTPRINT_BUFFER, quad_segs=2)
-        tile_idx, gran_idx = tree.query(grown, predicate="intersects")
+        gran_idx, tile_idx = shapely.STRtree(grown).query(foot, predicate="intersects")
     else:
         tile_idx = gran_idx = np.empty(0, dtype=np.intp)
     used = np.zeros(len(table), dtype=bool)
