@@ -128,6 +128,18 @@ class StoreTarget:
     def zarr_kwargs(self) -> dict[str, Any]:
         return {"storage_options": self.storage_options} if "://" in self.url else {}
 
+    def open_root(self, mode: str = "r"):
+        """The root Zarr group, read from the stores themselves (not consolidated metadata).
+
+        Zarr's warnings about the ``_itslive`` state folder and consolidated metadata in
+        format 3 are silenced: they are expected here.
+        """
+        import zarr
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return zarr.open_group(self.url, mode=mode, use_consolidated=False, **self.zarr_kwargs())
+
 
 def write_cube(
     source: Any,
@@ -633,12 +645,11 @@ _GROUPS: dict[str, Any] = {}
 
 
 def _open_group_cached(target: StoreTarget):
-    import zarr
 
     key = dask.base.tokenize(target.url, target.storage_options)
     grp = _GROUPS.get(key)
     if grp is None:
-        grp = zarr.open_group(target.url, mode="r+", use_consolidated=False, **target.zarr_kwargs())
+        grp = target.open_root("r+")
         _GROUPS.clear()
         _GROUPS[key] = grp
     return grp
@@ -699,10 +710,7 @@ def _read_state(target: StoreTarget) -> dict[str, Any] | None:
     import zarr
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            root = zarr.open_group(target.url, mode="r", use_consolidated=False, **target.zarr_kwargs())
-        raw = root.attrs.get(ATTR)
+        raw = target.open_root("r").attrs.get(ATTR)
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
         return None  # no store, or not a Zarr group
     if raw is None:
@@ -716,10 +724,10 @@ def _read_state(target: StoreTarget) -> dict[str, Any] | None:
 def _write_state(target: StoreTarget, state: dict[str, Any]) -> None:
     import zarr
 
+    root = target.open_root("r+")
+    root.attrs[ATTR] = json.dumps(state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        root = zarr.open_group(target.url, mode="r+", use_consolidated=False, **target.zarr_kwargs())
-        root.attrs[ATTR] = json.dumps(state)
         zarr.consolidate_metadata(root.store)
 
 
@@ -733,21 +741,12 @@ def _mark_generation_complete(target: StoreTarget, plan: CubePlan) -> None:
 
 
 def _existing_ids(target: StoreTarget) -> list[str]:
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        root = zarr.open_group(target.url, mode="r", use_consolidated=False, **target.zarr_kwargs())
-        return [str(v) for v in root["granule_id"][:]]
+    return [str(v) for v in target.open_root("r")["granule_id"][:]]
 
 
 def _store_shape(target: StoreTarget) -> tuple[int, int, int]:
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        root = zarr.open_group(target.url, mode="r", use_consolidated=False, **target.zarr_kwargs())
-        return (int(root["mid_date"].shape[0]), int(root["y"].shape[0]), int(root["x"].shape[0]))
+    root = target.open_root("r")
+    return (int(root["mid_date"].shape[0]), int(root["y"].shape[0]), int(root["x"].shape[0]))
 
 
 def _put_json(target: StoreTarget, parts: tuple[str, ...], content: Any) -> None:
@@ -766,17 +765,12 @@ def _put_json(target: StoreTarget, parts: tuple[str, ...], content: Any) -> None
 
 def _finalize(target: StoreTarget) -> list[dict[str, Any]]:
     """Collect failures from the markers and flag the failed layers in ``granule_status``."""
-    import zarr
-
     markers = _list_markers(target)
     failed = [dict(f, block=name[:-5]) for name, m in sorted(markers.items()) for f in m.get("failed", [])]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        root = zarr.open_group(target.url, mode="r+", use_consolidated=False, **target.zarr_kwargs())
-        ids = np.array([str(v) for v in root["granule_id"][:]], dtype=object)
-        status = np.zeros(ids.size, dtype="int8")
-        status[np.isin(ids, [f["granule_id"] for f in failed])] = 1
-        root["granule_status"][:] = status
+    ids = np.array(_existing_ids(target), dtype=object)
+    status = np.zeros(ids.size, dtype="int8")
+    status[np.isin(ids, [f["granule_id"] for f in failed])] = 1
+    target.open_root("r+")["granule_status"][:] = status
     return failed
 
 
