@@ -307,7 +307,7 @@ def synthetic_archive(dest: str | os.PathLike, n: int, *, seed: int = 0, region:
     geopandas.GeoDataFrame
         Its granule table (``url`` = local paths).
     """
-    from itslive_dask.synthetic import SyntheticConfig, generate_archive, read_catalog
+    from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive, read_catalog
 
     dest = str(Path(dest).resolve())
     marker = Path(dest) / ".bench-config.json"
@@ -368,7 +368,7 @@ def replicate_table(table, dest: str | os.PathLike, copies: int):
 
 _S3_CHILD = r"""
 import json, sys, logging
-from itslive_dask.local_s3 import LocalS3
+from itslive_dask.testing.local_s3 import LocalS3
 s3 = LocalS3().start()
 sys.stdout.write(json.dumps(s3.storage_options) + "\n")
 sys.stdout.flush()
@@ -379,7 +379,7 @@ s3.stop()
 
 @contextmanager
 def s3_server_process() -> Iterator[dict[str, Any]]:
-    """Run :class:`itslive_dask.local_s3.LocalS3` (moto on 127.0.0.1) in its own process.
+    """Run :class:`itslive_dask.testing.local_s3.LocalS3` (moto on 127.0.0.1) in its own process.
 
     Its CPU and memory then do not count against the process being measured. Yields the
     storage options (endpoint and fake credentials; never printed).

@@ -117,7 +117,7 @@ def case_compute(spec: dict[str, Any]) -> dict[str, Any]:
     """``open_cube(...).compute()`` on a fresh LocalCluster."""
     import geopandas as gpd
 
-    from itslive_dask.engine import open_cube
+    from itslive_dask.cube.lazy import open_cube
 
     table = gpd.read_parquet(spec["table"])
     t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def case_write(spec: dict[str, Any]) -> dict[str, Any]:
     """``write_cube(...)`` to a local Zarr store on a fresh LocalCluster."""
     import geopandas as gpd
 
-    from itslive_dask.zarr_store import write_cube
+    from itslive_dask.store.write import write_cube
 
     table = gpd.read_parquet(spec["table"])
     store_dir = tempfile.mkdtemp(prefix="itslive-bench-zarr-", dir=spec.get("tmp"))
@@ -220,7 +220,7 @@ def run_e2e(
     """
     from bench_common import s3_server_process, synthetic_archive, upload_table
 
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.testing.synthetic import get_region
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)

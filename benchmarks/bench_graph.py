@@ -38,7 +38,7 @@ def run_graph(sizes: tuple[int, ...] = SIZES, chunkings: dict[str, tuple[int, in
         ``materialize_s`` (turning the high-level graph into a dict of tasks), task counts
         and the naive counts.
     """
-    from itslive_dask.engine import cube_from_plan, make_plan
+    from itslive_dask.cube.lazy import cube_from_plan, make_plan
 
     chunkings = chunkings or CHUNKINGS
     rows = []

@@ -5,7 +5,7 @@
   parse, fill masking, float32) vs ``xarray.open_dataset(engine="h5netcdf").load()``; from a
   local path and from in-memory bytes (what a block task has after its whole-object GET);
 * transform: pyproj points/s (target grid -> a UTM zone) vs
-  :func:`itslive_dask.reproject.source_geometry` on one tile (it transforms 3 points per
+  :func:`itslive_dask.cube.reproject.source_geometry` on one tile (it transforms 3 points per
   pixel: forward, and back with a finite-difference step);
 * cache: one block with many granules of one CRS, computed with the per-process
   ``GEOMETRY_CACHE`` as shipped and with it disabled (hit rate, wall time);
@@ -44,7 +44,7 @@ def _h5py_plain(src: Any) -> int:
 def _engine_path(src: Any, label: str) -> int:
     import h5py
 
-    from itslive_dask.granule import read_info, read_window
+    from itslive_dask.granule.header import read_info, read_window
 
     with h5py.File(src, "r", locking=False) if isinstance(src, str) else h5py.File(src, "r") as h5:
         info = read_info(h5, label)
@@ -119,7 +119,7 @@ def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 
     """pyproj throughput vs ``source_geometry`` on a ``tile x tile`` tile near Pine Island."""
     from pyproj import Transformer
 
-    from itslive_dask.reproject import source_geometry
+    from itslive_dask.cube.reproject import source_geometry
 
     x = -1_600_000.0 + 120.0 * np.arange(tile)
     y = -250_000.0 - 120.0 * np.arange(tile)
@@ -143,7 +143,7 @@ def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 
 
 
 def _clear_caches(B, geometry: bool = True) -> None:
-    """Empty the per-process caches of :mod:`itslive_dask.blocks` (those that exist)."""
+    """Empty the per-process caches of :mod:`itslive_dask.cube.kernel` (those that exist)."""
     names = ["MASK_CACHE", "INFO_CACHE", "BYTES_CACHE"] + (["GEOMETRY_CACHE"] if geometry else [])
     for name in names:
         cache = getattr(B, name, None)
@@ -167,7 +167,7 @@ def block_inputs(plan, block, epsg: int | None = None):
     """``(cfg, refs, rows, cols, nt)`` to call ``read_block`` on one block of a plan."""
     import shapely
 
-    from itslive_dask.blocks import BlockConfig
+    from itslive_dask.cube.kernel import BlockConfig
 
     cfg = BlockConfig(grid=plan.grid, variables=plan.variables, resampling=plan.resampling, region_wkb=shapely.to_wkb(plan.region))
     refs = tuple((pos, r) for pos, r in plan.block_refs(block) if epsg is None or r.epsg == epsg)
@@ -178,7 +178,7 @@ def block_inputs(plan, block, epsg: int | None = None):
 def run_cache(plan, epsg: int | None = None, repeat: int = 2) -> dict[str, Any]:
     """Time the busiest block of ``plan`` (only its granules in ``epsg`` if given) with the
     geometry cache as shipped, and with it disabled (``maxsize=0``)."""
-    from itslive_dask import blocks as B
+    from itslive_dask.cube import kernel as B
 
     block = _busiest_block(plan, epsg)
     cfg, refs, rows, cols, nt = block_inputs(plan, block, epsg)
@@ -228,7 +228,7 @@ _STAGES = {
 
 def run_profile(plan, storage_options: dict | None = None, epsg: int | None = None) -> dict[str, Any]:
     """cProfile one cold call of the busiest block; cumulative time per stage, % of the total."""
-    from itslive_dask import blocks as B
+    from itslive_dask.cube import kernel as B
 
     block = _busiest_block(plan, epsg)
     cfg, refs, rows, cols, nt = block_inputs(plan, block, epsg)
@@ -318,8 +318,8 @@ def _blocks_main(spec_path: str) -> None:
 
     import geopandas as gpd
 
-    from itslive_dask import blocks as B
-    from itslive_dask.engine import make_plan
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
 
     warnings.simplefilter("ignore")
     spec = json.loads(Path(spec_path).read_text())
@@ -360,7 +360,7 @@ def run_cache_sweep(plan, max_time_blocks: int = 3) -> dict[str, Any]:
     when tasks are scheduled by key order). With more distinct (tile, source CRS) pairs than
     the cache holds, an LRU sweep over the tiles evicts each entry before its next use.
     """
-    from itslive_dask import blocks as B
+    from itslive_dask.cube import kernel as B
 
     _clear_caches(B)
     B.GEOMETRY_CACHE.hits = B.GEOMETRY_CACHE.misses = 0

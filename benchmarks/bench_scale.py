@@ -52,7 +52,7 @@ def run_scale(
     from bench_common import replicate_table, synthetic_archive
     from bench_e2e import run_case
 
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.testing.synthetic import get_region
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -59,8 +59,8 @@ def _read(args) -> dict:
         run_transform,
     )
 
-    from itslive_dask.engine import make_plan
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
 
     n = 40 if args.quick else 120
     table = synthetic_archive(Path(args.work) / f"archive-{n}-0", n, seed=0)

@@ -27,8 +27,8 @@ def one_crs_archive(bench_work):
 def test_geometry_cache_counts_and_same_values(one_crs_archive):
     """With one source CRS, a block computes the source geometry once (1 miss, the other
     granules hit); with the cache disabled every granule recomputes it."""
-    from itslive_dask.engine import make_plan
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
 
     plan = make_plan(one_crs_archive, get_region("svalbard").geojson, chunks=(64, 512, 512))
     res = run_cache(plan, epsg=32633, repeat=1)
@@ -45,9 +45,9 @@ def test_geometry_cache_does_not_change_values(one_crs_archive):
     import numpy as np
     from bench_read import _busiest_block, _clear_caches, block_inputs
 
-    from itslive_dask import blocks as B
-    from itslive_dask.engine import make_plan
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
 
     plan = make_plan(one_crs_archive, get_region("svalbard").geojson, chunks=(64, 512, 512))
     args = block_inputs(plan, _busiest_block(plan))
@@ -67,8 +67,8 @@ def test_geometry_cache_does_not_change_values(one_crs_archive):
 
 def test_read_path_benchmark(bench_work, bench_out):
     """Decode floors, transform throughput, cache effect, block profile, malloc settings."""
-    from itslive_dask.engine import make_plan
-    from itslive_dask.synthetic import get_region
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
 
     table = synthetic_archive(bench_work / "archive-120-0", 120, seed=0)
     big = synthetic_archive(bench_work / "archive-big-0", 6, seed=3, granule_pixels=(833, 833), v1_fraction=0.0)

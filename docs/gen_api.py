@@ -275,7 +275,7 @@ def _anchor(name: str) -> str:
 def cli_markdown() -> str:
     import typer
 
-    from itslive_dask.cli import app
+    from itslive_dask.cli.app import app
 
     group = typer.main.get_command(app)
     out = [

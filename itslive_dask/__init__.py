@@ -23,36 +23,36 @@ _EXPORTS: dict[str, str] = {
     "StoreError": "errors",
     "ClusterError": "errors",
     # regions and the granule table
-    "parse_region": "geometry",
-    "box_to_geojson": "geometry",
-    "polygon_to_geojson": "geometry",
+    "parse_region": "geo.region",
+    "box_to_geojson": "geo.region",
+    "polygon_to_geojson": "geo.region",
     "granule_table": "table",
     # format layer
-    "parse_granule_name": "names",
-    "open_granule": "granule",
-    "read_granule_info": "granule",
-    "GranuleInfo": "granule",
+    "parse_granule_name": "granule.names",
+    "open_granule": "granule.header",
+    "read_granule_info": "granule.header",
+    "GranuleInfo": "granule.header",
     # search, filter, download, catalogs, local servers
-    "search": "search",
-    "LegacyAPI": "search",
-    "filter_granules": "filters",
-    "download_granules": "download",
-    "build_catalog": "catalog",
-    "load_catalog": "catalog",
-    "save_catalog": "catalog",
+    "search": "discovery.api",
+    "LegacyAPI": "discovery.api",
+    "filter_granules": "discovery.filters",
+    "download_granules": "io.download",
+    "build_catalog": "discovery.catalog",
+    "load_catalog": "discovery.catalog",
+    "save_catalog": "discovery.catalog",
     "LocalSearchServer": "server",
-    "LocalS3": "local_s3",
+    "LocalS3": "testing.local_s3",
     # engine
-    "TargetGrid": "grid",
-    "CubePlan": "plan",
-    "plan_cube": "plan",
-    "make_plan": "engine",
-    "open_cube": "engine",
+    "TargetGrid": "geo.grid",
+    "CubePlan": "cube.plan",
+    "plan_cube": "cube.plan",
+    "make_plan": "cube.lazy",
+    "open_cube": "cube.lazy",
     # zarr
-    "write_cube": "zarr_store",
-    "build_cube": "zarr_store",
-    "read_ledger": "zarr_store",
-    "rechunk_cube": "rechunk",
+    "write_cube": "store.write",
+    "build_cube": "store.write",
+    "read_ledger": "store.write",
+    "rechunk_cube": "store.rechunk",
     "dask_client": "cluster",
     # analysis and plots
     "yearly_mean": "analysis",
@@ -68,11 +68,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
-
-# ``search`` is both a submodule and its main function: bind the function now, or the first
-# ``import itslive_dask.search`` (by any module) would leave the module object in its place.
-from .search import search as search  # noqa: E402
-
 
 def __getattr__(name: str) -> Any:
     try:

@@ -25,7 +25,7 @@ import pandas as pd
 import xarray as xr
 from pyproj import CRS, Geod, Transformer
 
-from .errors import InvalidInputError
+from itslive_dask.errors import InvalidInputError
 
 __all__ = [
     "as_strings",

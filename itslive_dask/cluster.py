@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import ClusterError, InvalidInputError
+from itslive_dask.errors import ClusterError, InvalidInputError
 
 __all__ = ["dask_client", "default_workers"]
 

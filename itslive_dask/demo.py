@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
-from ._console import sigint_shield
-from .errors import InvalidInputError
+from itslive_dask.cli.console import sigint_shield
+from itslive_dask.errors import InvalidInputError
 
 __all__ = ["DEMO_BUCKET", "DemoResult", "run_demo", "truth_accuracy"]
 
@@ -143,7 +143,7 @@ def truth_accuracy(
 ) -> dict[str, Any]:
     """Compare a cube built from the synthetic archive with the analytic truth.
 
-    Two references are used, both from :func:`itslive_dask.synthetic.truth_velocity` at each
+    Two references are used, both from :func:`itslive_dask.testing.synthetic.truth_velocity` at each
     layer's ``mid_date`` (the field changes linearly in time, so the value of an image pair
     is the truth at its mid date), expressed along the cube's axes:
 
@@ -175,7 +175,7 @@ def truth_accuracy(
     -----
     The synthetic field is its 2015 value times a scalar factor of time, so the truth is
     evaluated once per set of points and scaled per layer (exactly what
-    :func:`~itslive_dask.synthetic.truth_velocity` computes at each date).
+    :func:`~itslive_dask.testing.synthetic.truth_velocity` computes at each date).
 
     Returns
     -------
@@ -186,14 +186,14 @@ def truth_accuracy(
     """
     import xarray as xr
 
-    from .granule import read_granule_info
-    from .synthetic import time_factor, truth_velocity
+    from itslive_dask.granule.header import read_granule_info
+    from itslive_dask.testing.synthetic import time_factor, truth_velocity
 
     ds = cube if isinstance(cube, xr.Dataset) else xr.open_zarr(str(cube))
     for v in ("vx", "vy", "v"):
         if v not in ds.data_vars:
             raise InvalidInputError(f"truth_accuracy needs {v!r} in the cube")
-    from .analysis import cube_crs
+    from itslive_dask.analysis import cube_crs
 
     epsg = int(cube_crs(ds).to_epsg())
     x = np.asarray(ds["x"].values, "float64")
@@ -358,19 +358,25 @@ def run_demo(
     """
     import xarray as xr
 
-    from .analysis import _crs_label, cube_crs, layer_counts, point_timeseries, yearly_mean
-    from .filters import filter_granules
-    from .local_s3 import LocalS3
-    from .plots import (
+    from itslive_dask.analysis import (
+        _crs_label,
+        cube_crs,
+        layer_counts,
+        point_timeseries,
+        yearly_mean,
+    )
+    from itslive_dask.discovery.api import search
+    from itslive_dask.discovery.filters import filter_granules
+    from itslive_dask.plots import (
         plot_granule_counts,
         plot_point_timeseries,
         plot_speed_histogram,
         plot_yearly_mean,
     )
-    from .search import search
-    from .server import LocalSearchServer
-    from .synthetic import SyntheticConfig, generate_archive, get_region
-    from .zarr_store import write_cube
+    from itslive_dask.server import LocalSearchServer
+    from itslive_dask.store.write import write_cube
+    from itslive_dask.testing.local_s3 import LocalS3
+    from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive, get_region
 
     ui = ui or _Quiet()
     if not isinstance(granules, int) or granules < 1:

@@ -26,8 +26,8 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis import _crs_label, as_strings, cube_crs, yearly_mean
-from .errors import InvalidInputError
+from itslive_dask.analysis import _crs_label, as_strings, cube_crs, yearly_mean
+from itslive_dask.errors import InvalidInputError
 
 __all__ = [
     "plot_granule_counts",
@@ -186,7 +186,7 @@ def plot_granule_counts(
 
 def _region_in_crs(region: Any, crs: Any):
     """A region (lon/lat, any form parse_region takes) as a shapely geometry in ``crs``."""
-    from .geometry import parse_region, to_crs
+    from itslive_dask.geo.region import parse_region, to_crs
 
     return to_crs(parse_region(region), crs)
 

@@ -34,7 +34,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .errors import InvalidInputError
+from itslive_dask.errors import InvalidInputError
 
 __all__ = ["COLUMNS", "SENSORS", "empty_granule_table", "granule_table", "validate_granule_table"]
 
@@ -94,7 +94,7 @@ def validate_granule_table(table: Any) -> gpd.GeoDataFrame:
     """
     if not isinstance(table, gpd.GeoDataFrame):
         raise InvalidInputError(
-            f"expected a granule table (GeoDataFrame from itslive_dask.search), got {type(table).__name__}"
+            f"expected a granule table (GeoDataFrame from itslive_dask.discovery.api), got {type(table).__name__}"
         )
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: the local S3 server, the synthetic archive, hypothesis profiles.
 
-* ``local_s3`` (session): a started :class:`itslive_dask.local_s3.LocalS3` on 127.0.0.1.
+* ``local_s3`` (session): a started :class:`itslive_dask.testing.local_s3.LocalS3` on 127.0.0.1.
 * ``synthetic_archive`` (session): :data:`SYNTHETIC_TEST_CONFIG` generated once into bucket
   ``its-live-data`` on ``local_s3``; a :class:`SyntheticArchive` with ``table``, ``url``,
   ``storage_options``, ``config``, ``region`` (lon/lat polygon) and ``specs``.
@@ -31,7 +31,7 @@ SYNTHETIC_TEST_BUCKET = "its-live-data"
 def _test_config() -> Any:
     """The archive behind ``synthetic_archive``: 80 Svalbard granules, no noise, in EPSG:32633,
     32634, 32635 and 3413, about 10% of them V1, 4 outside the region (mix checked when built)."""
-    from itslive_dask.synthetic import SyntheticConfig
+    from itslive_dask.testing.synthetic import SyntheticConfig
 
     return SyntheticConfig(
         region="svalbard", n_granules=80, seed=1, noise_std=0.0, v1_fraction=0.15
@@ -45,7 +45,7 @@ class SyntheticArchive:
     table: Any  # geopandas.GeoDataFrame, the granule table returned by generate_archive
     url: str  # s3://its-live-data
     storage_options: dict
-    config: Any  # itslive_dask.synthetic.SyntheticConfig
+    config: Any  # itslive_dask.testing.synthetic.SyntheticConfig
     region: Any  # shapely lon/lat polygon of the region preset
     specs: tuple  # the GranuleSpec of every granule, in generation order
 
@@ -53,7 +53,7 @@ class SyntheticArchive:
 @pytest.fixture(scope="session")
 def local_s3():
     """A moto S3 server on 127.0.0.1 (random free port) for the whole session."""
-    from itslive_dask.local_s3 import LocalS3
+    from itslive_dask.testing.local_s3 import LocalS3
 
     server = LocalS3().start()
     try:
@@ -65,7 +65,7 @@ def local_s3():
 @pytest.fixture(scope="session")
 def synthetic_archive(local_s3) -> SyntheticArchive:
     """The default small synthetic archive, generated once into ``s3://its-live-data``."""
-    from itslive_dask.synthetic import generate_archive, make_granule_specs
+    from itslive_dask.testing.synthetic import generate_archive, make_granule_specs
 
     config = _test_config()
     url = local_s3.create_bucket(SYNTHETIC_TEST_BUCKET, public=True)

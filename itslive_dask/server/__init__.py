@@ -5,7 +5,7 @@
 ...     print(srv.url)
 """
 
-from .app import create_app
-from .runner import LocalSearchServer, serve
+from itslive_dask.server.app import create_app
+from itslive_dask.server.runner import LocalSearchServer, serve
 
 __all__ = ["LocalSearchServer", "create_app", "serve"]

@@ -8,10 +8,10 @@ import os
 import geopandas as gpd
 from fastapi import FastAPI
 
-from .errors import install_error_handlers
-from .legacy_api import legacy_router
-from .stac_api import stac_router
-from .state import CatalogState
+from itslive_dask.server.errors import install_error_handlers
+from itslive_dask.server.legacy_api import legacy_router
+from itslive_dask.server.stac_api import stac_router
+from itslive_dask.server.state import CatalogState
 
 __all__ = ["create_app"]
 
@@ -30,7 +30,7 @@ def create_app(
     ----------
     catalog
         A granule table, or the path/URL of a catalog file (see
-        :func:`itslive_dask.catalog.load_catalog`).
+        :func:`itslive_dask.discovery.catalog.load_catalog`).
     storage_options
         fsspec options to read a remote catalog file.
     collection
@@ -51,7 +51,7 @@ def create_app(
     if isinstance(catalog, gpd.GeoDataFrame):
         table = catalog
     else:
-        from ..catalog import load_catalog
+        from itslive_dask.discovery.catalog import load_catalog
 
         table = load_catalog(catalog, storage_options=storage_options)
     state = CatalogState(table, collection=collection)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError
+from itslive_dask.errors import InvalidInputError
 
 __all__ = ["QUERYABLES", "eval_cql2", "eval_query_extension", "queryables_schema"]
 

@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InvalidInputError
+from itslive_dask.errors import InvalidInputError
 
 __all__ = ["BadRequest", "NotFound", "install_error_handlers"]
 

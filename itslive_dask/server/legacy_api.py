@@ -26,10 +26,10 @@ import shapely.geometry
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from .._query import make_query
-from ..errors import InvalidInputError
-from .errors import BadRequest
-from .state import CatalogState
+from itslive_dask.discovery.query import make_query
+from itslive_dask.errors import InvalidInputError
+from itslive_dask.server.errors import BadRequest
+from itslive_dask.server.state import CatalogState
 
 __all__ = ["MAX_RESULTS", "legacy_router"]
 

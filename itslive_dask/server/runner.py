@@ -13,8 +13,8 @@ from typing import Any
 
 import geopandas as gpd
 
-from ..errors import InvalidInputError, ItsliveDaskError
-from .app import create_app
+from itslive_dask.errors import InvalidInputError, ItsliveDaskError
+from itslive_dask.server.app import create_app
 
 __all__ = ["LocalSearchServer", "serve"]
 

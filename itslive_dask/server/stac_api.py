@@ -21,12 +21,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from .._query import SearchQuery, parse_time, region_from_input
-from .._stac import STAC_VERSION, row_to_item
-from ..errors import InvalidInputError
-from .cql2 import eval_cql2, eval_query_extension, queryables_schema
-from .errors import BadRequest, NotFound
-from .state import CatalogState
+from itslive_dask.discovery.query import SearchQuery, parse_time, region_from_input
+from itslive_dask.discovery.stac import STAC_VERSION, row_to_item
+from itslive_dask.errors import InvalidInputError
+from itslive_dask.server.cql2 import eval_cql2, eval_query_extension, queryables_schema
+from itslive_dask.server.errors import BadRequest, NotFound
+from itslive_dask.server.state import CatalogState
 
 __all__ = ["CONFORMANCE", "DEFAULT_LIMIT", "MAX_LIMIT", "stac_router"]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .._query import SearchQuery, match_query
-from .._spatial import FootprintIndex
-from ..table import validate_granule_table
+from itslive_dask.discovery.query import SearchQuery, match_query
+from itslive_dask.geo.footprints import FootprintIndex
+from itslive_dask.table import validate_granule_table
 
 __all__ = ["CatalogState"]
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from itslive_dask.catalog import build_catalog, load_catalog
-from itslive_dask.download import download_granules
+from itslive_dask.discovery.api import search
+from itslive_dask.discovery.catalog import build_catalog, load_catalog
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.search import search
+from itslive_dask.io.download import download_granules
 
 EXACT = [
     "granule_id",
@@ -79,7 +79,7 @@ def test_catalog_written_to_s3_reads_back(synthetic_archive, built, tmp_path):
 
 
 def test_generator_stac_items_load_as_the_same_table(synthetic_archive):
-    from itslive_dask.synthetic import STAC_ITEMS
+    from itslive_dask.testing.synthetic import STAC_ITEMS
 
     items = load_catalog(
         f"{synthetic_archive.url}/{STAC_ITEMS}", storage_options=synthetic_archive.storage_options

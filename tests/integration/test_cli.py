@@ -2,7 +2,7 @@
 
 The synthetic archive sits on the local S3 server (public bucket, read with ``--anon`` and the
 endpoint, as the public archive is read), its catalog is served by the local search server,
-and every command runs as ``python -m itslive_dask.cli``. Expected results come from the
+and every command runs as ``python -m itslive_dask.cli.app``. Expected results come from the
 granule table and shapely (independent of the CLI), or from files the CLI wrote read back
 with other libraries (xarray, PIL, geopandas).
 """
@@ -37,7 +37,7 @@ BBOX_ARG = ",".join(map(str, BBOX))
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="160")
     return subprocess.run(
-        [sys.executable, "-m", "itslive_dask.cli", *args],
+        [sys.executable, "-m", "itslive_dask.cli.app", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -208,7 +208,7 @@ def test_catalog_and_serve(tmp_path, synthetic_archive, s3_args):
     assert set(table["granule_id"]) == set(synthetic_archive.table["granule_id"])
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "itslive_dask.cli", "serve", str(cat), "--port", str(port)],
+        [sys.executable, "-m", "itslive_dask.cli.app", "serve", str(cat), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -378,16 +378,16 @@ def test_sigint_shield_restores_signal_and_config():
 
     import dask
 
-    from itslive_dask._console import sigint_shield
+    from itslive_dask.cli.console import sigint_shield
 
     before = signal.getsignal(signal.SIGINT)
     with sigint_shield() as release:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert "itslive_dask._console" in dask.config.get("distributed.worker.preload")
+        assert "itslive_dask.cli.console" in dask.config.get("distributed.worker.preload")
         release()
         assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGINT) is before
-    assert "itslive_dask._console" not in (dask.config.get("distributed.worker.preload") or [])
+    assert "itslive_dask.cli.console" not in (dask.config.get("distributed.worker.preload") or [])
     assert dask.config.get("distributed.scheduler.allowed-failures") is not None  # config intact
 
 
@@ -398,7 +398,7 @@ def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
 
     store = tmp_path / "interrupted.zarr"
     cmd = [
-        sys.executable, "-m", "itslive_dask.cli", "cube", "-g", str(built["saved"]), "-o", str(store),
+        sys.executable, "-m", "itslive_dask.cli.app", "cube", "-g", str(built["saved"]), "-o", str(store),
         "--workers", "1", "--chunks", "1,128,128", *s3_args,
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -439,7 +439,7 @@ def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
 
 
 def test_storage_options_parsing_and_secret_scrubbing(monkeypatch):
-    from itslive_dask import cli
+    from itslive_dask.cli import app as cli
     from itslive_dask.errors import InvalidInputError
 
     monkeypatch.setitem(cli._STATE, "secrets", set())

@@ -2,7 +2,7 @@
 
 The demo's own accuracy report is checked against bounds derived from the synthetic field,
 and the cube it wrote is checked again here, independently, against
-:func:`itslive_dask.synthetic.truth_speed`.
+:func:`itslive_dask.testing.synthetic.truth_speed`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import xarray as xr
 from PIL import Image
 
-from itslive_dask.synthetic import get_region, truth_speed
+from itslive_dask.testing.synthetic import get_region, truth_speed
 
 QUANT = 0.5  # int16 rounding of each velocity component in the granules (noise-free archive)
 # Bound on |speed(p) - speed(q)| for |p - q| <= half a 120 m pixel diagonal (85 m): the field's
@@ -36,7 +36,7 @@ def demo_run(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "itslive_dask.cli",
+            "itslive_dask.cli.app",
             "demo",
             "--output",
             str(out),
@@ -163,7 +163,7 @@ def test_pine_island_tutorial_runs_offline(local_s3, tmp_path, monkeypatch):
     import geopandas as gpd  # noqa: F401  (the tutorial's objects are GeoDataFrames)
 
     from itslive_dask.server import LocalSearchServer
-    from itslive_dask.synthetic import SyntheticConfig, generate_archive
+    from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive
 
     bucket = local_s3.create_bucket("its-live-pine", public=True)
     table = generate_archive(

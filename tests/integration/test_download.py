@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from itslive_dask.download import MANIFEST_NAME, download_granules
 from itslive_dask.errors import InvalidInputError
+from itslive_dask.io.download import MANIFEST_NAME, download_granules
 
 BUCKET = "download-test"
 
@@ -101,7 +101,7 @@ def test_killed_download_resumes_to_identical_files(local_s3, tmp_path):
     script = textwrap.dedent(
         f"""
         import json, sys
-        from itslive_dask.download import download_granules
+        from itslive_dask.io.download import download_granules
         download_granules([{url!r}], {str(out)!r}, storage_options=json.loads(sys.argv[1]),
                           max_workers=1, progress=False)
         """

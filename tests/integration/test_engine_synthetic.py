@@ -18,10 +18,10 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from itslive_dask.engine import open_cube
-from itslive_dask.geometry import to_crs
-from itslive_dask.granule import open_granule
-from itslive_dask.synthetic import truth_velocity
+from itslive_dask.cube.lazy import open_cube
+from itslive_dask.geo.region import to_crs
+from itslive_dask.granule.header import open_granule
+from itslive_dask.testing.synthetic import truth_velocity
 
 QUANT = 0.5  # int16 rounding of each component in the granule
 
@@ -110,7 +110,7 @@ def test_cube_matches_analytic_truth(cube_and_truth, synthetic_archive):
 
 def test_scalar_only_reprojection_fails_the_truth_test(synthetic_archive, monkeypatch):
     """The same check on a cube warped without rotating vx/vy must fail: the test can fail."""
-    import itslive_dask.blocks as blocks
+    import itslive_dask.cube.kernel as blocks
 
     arch = synthetic_archive
     monkeypatch.setattr(blocks, "rotate", lambda vx, vy, cos, sin: (vx, vy))

@@ -14,7 +14,7 @@ import fsspec
 import pytest
 
 from itslive_dask.errors import InvalidInputError, ItsliveDaskError
-from itslive_dask.local_s3 import LocalS3
+from itslive_dask.testing.local_s3 import LocalS3
 
 
 def _port_open(port: int) -> bool:

@@ -20,8 +20,8 @@ import shapely
 import shapely.geometry
 from fastapi import Request  # module level: FastAPI resolves the route annotations here
 
-from itslive_dask._spatial import to_rfc7946
-from itslive_dask.search import LegacyAPI, search
+from itslive_dask.discovery.api import LegacyAPI, search
+from itslive_dask.geo.footprints import to_rfc7946
 from itslive_dask.server import LocalSearchServer
 
 _spec = importlib.util.spec_from_file_location(
@@ -45,7 +45,7 @@ def case():
 @pytest.fixture(scope="module")
 def server(case, tmp_path_factory):
     path = tmp_path_factory.mktemp("srv") / "granules.parquet"
-    from itslive_dask.catalog import save_catalog
+    from itslive_dask.discovery.catalog import save_catalog
 
     save_catalog(case.table, path)
     with LocalSearchServer(str(path)) as srv:
@@ -323,7 +323,7 @@ def test_stac_client_refilters_when_the_server_ignores_criteria(case):
     import uvicorn
     from fastapi import FastAPI
 
-    from itslive_dask._stac import row_to_item
+    from itslive_dask.discovery.stac import row_to_item
 
     items = [row_to_item(r) for r in case.table.iloc[::4].to_dict("records")]
     app = FastAPI()

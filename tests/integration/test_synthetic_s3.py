@@ -1,6 +1,6 @@
 """The synthetic archive on the local S3 server, read back through s3:// like the real one.
 
-Truth: :func:`itslive_dask.synthetic.truth_velocity` at every valid pixel centre of every
+Truth: :func:`itslive_dask.testing.synthetic.truth_velocity` at every valid pixel centre of every
 granule at the granule's mid_date from the table; the files are opened by the package's own
 granule reader (``open_granule``/``read_granule_info``) over HTTP from the moto server.
 """
@@ -18,9 +18,10 @@ import pystac
 import pytest
 import shapely
 
-from itslive_dask.granule import open_granule, read_granule_info
-from itslive_dask.names import parse_granule_name
-from itslive_dask.synthetic import (
+from itslive_dask.granule.header import open_granule, read_granule_info
+from itslive_dask.granule.names import parse_granule_name
+from itslive_dask.table import COLUMNS, validate_granule_table
+from itslive_dask.testing.synthetic import (
     CATALOG_PARQUET,
     STAC_COLLECTION,
     STAC_ITEMS,
@@ -29,7 +30,6 @@ from itslive_dask.synthetic import (
     read_catalog,
     truth_velocity,
 )
-from itslive_dask.table import COLUMNS, validate_granule_table
 
 QUANT = 0.5 + 1e-6  # int16 rounding of each stored component (noise_std = 0)
 KEY_RE = re.compile(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from itslive_dask.engine import open_cube
+from itslive_dask.cube.lazy import open_cube
 from itslive_dask.errors import StoreError
-from itslive_dask.zarr_store import read_ledger, write_cube
+from itslive_dask.store.write import read_ledger, write_cube
 
 VARS = ("vx", "vy", "v", "v_error")
 
@@ -88,7 +88,7 @@ def test_s3_output_and_zarr_v2(small, synthetic_archive, local_s3, dask_client, 
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, pickle
-    from itslive_dask.zarr_store import write_cube
+    from itslive_dask.store.write import write_cube
     if __name__ == "__main__":
         args = pickle.load(open(sys.argv[1], "rb"))
         write_cube(args["table"], args["store"], args["region"], storage_options=args["so"],

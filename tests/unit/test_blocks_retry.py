@@ -10,10 +10,10 @@ import pytest
 import shapely
 from fsspec.implementations.memory import MemoryFileSystem
 
-from itslive_dask.blocks import BlockConfig, _fetch, read_block, read_block_with_report
+from itslive_dask.cube.kernel import BlockConfig, _fetch, read_block, read_block_with_report
 from itslive_dask.errors import GranuleError
-from itslive_dask.geometry import parse_region, to_crs
-from itslive_dask.grid import TargetGrid
+from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.geo.region import parse_region, to_crs
 from itslive_dask.types import GranuleRef
 
 # shared/ lies beside the checkout (CI copies it there); fall back to the workplace path

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from itslive_dask import blocks
-from itslive_dask.engine import make_plan, open_cube
-from itslive_dask.granule import read_granule_info
+from itslive_dask.cube import kernel as blocks
+from itslive_dask.cube.lazy import make_plan, open_cube
+from itslive_dask.granule.header import read_granule_info
 
 # shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
 REAL = next(

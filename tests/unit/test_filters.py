@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import shapely
 
+from itslive_dask.discovery.filters import filter_granules, parse_months
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.filters import filter_granules, parse_months
 from itslive_dask.table import granule_table
 
 SAT = {"landsat": "LC08", "sentinel1": "S1A", "sentinel2": "S2A"}

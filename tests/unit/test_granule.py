@@ -20,7 +20,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from pyproj import Transformer
 
 from itslive_dask.errors import GranuleError, InvalidInputError
-from itslive_dask.granule import (
+from itslive_dask.granule.header import (
     GranuleInfo,
     open_granule,
     open_h5,

@@ -17,7 +17,7 @@ import shapely
 from pyproj import CRS, Transformer
 
 from itslive_dask.errors import GranuleError
-from itslive_dask.granule import (
+from itslive_dask.granule.header import (
     GranuleInfo,
     open_granule,
     open_h5,

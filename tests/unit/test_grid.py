@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.grid import TargetGrid
+from itslive_dask.geo.grid import TargetGrid
 
 
 def test_grid_is_aligned_with_production_grid_and_covers_bounds():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.names import parse_granule_name, sensor_of_satellite
+from itslive_dask.granule.names import parse_granule_name, sensor_of_satellite
 from itslive_dask.table import SENSORS
 
 LANDSAT = (

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import shapely
 
+from itslive_dask.cube.plan import normalize_chunks, plan_cube, unique_mid_dates
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.geometry import to_crs
-from itslive_dask.grid import TargetGrid
-from itslive_dask.plan import normalize_chunks, plan_cube, unique_mid_dates
+from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.geo.region import to_crs
 from itslive_dask.table import granule_table
 
 

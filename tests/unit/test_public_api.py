@@ -21,8 +21,8 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_search_is_the_function_even_after_the_submodule_is_imported():
     import importlib
 
-    importlib.import_module("itslive_dask.search")
-    importlib.import_module("itslive_dask.zarr_store")
+    importlib.import_module("itslive_dask.discovery.api")
+    importlib.import_module("itslive_dask.store.write")
     from itslive_dask import search
 
     assert callable(search) and search.__name__ == "search"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pyproj import Geod, Transformer
 
-from itslive_dask.reproject import fractional_index, rotate, sample, source_geometry
+from itslive_dask.cube.reproject import fractional_index, rotate, sample, source_geometry
 
 
 def test_rotation_utm_central_meridian_to_polar_stereographic_is_hand_computed():

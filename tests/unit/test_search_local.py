@@ -26,10 +26,10 @@ import pytest
 import shapely
 from pyproj import Geod, Transformer
 
-from itslive_dask._spatial import to_rfc7946
-from itslive_dask.catalog import load_catalog, save_catalog
+from itslive_dask.discovery.api import search
+from itslive_dask.discovery.catalog import load_catalog, save_catalog
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.search import search
+from itslive_dask.geo.footprints import to_rfc7946
 from itslive_dask.table import granule_table
 
 TOL = 2_000.0  # metres
@@ -511,7 +511,7 @@ REAL = next(
 
 
 def test_stac_item_fields_become_a_row():
-    from itslive_dask._stac import item_to_record, row_to_item
+    from itslive_dask.discovery.stac import item_to_record, row_to_item
 
     gid = "LC08_L1GT_232113_20201213_20201219_02_T2_X_LC08_L1GT_232113_20201229_20210308_02_T2_G0120V02_P073"
     key = f"velocity_image_pair/landsatOLI/v02/S70W070/{gid}.nc"
@@ -549,7 +549,7 @@ def test_stac_item_fields_become_a_row():
 
 
 def test_real_legacy_answers_become_rows():
-    from itslive_dask._legacy import legacy_record
+    from itslive_dask.discovery.legacy import legacy_record
 
     for name in ("nsidc_itslive-search_urls_response_2020-06-29_first10.json",
                  "nsidc_itslive-search_urls_response_2020-11_first10.json"):  # fmt: skip

@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.names import parse_granule_name
-from itslive_dask.synthetic import (
+from itslive_dask.granule.names import parse_granule_name
+from itslive_dask.testing.synthetic import (
     REGIONS,
     Region,
     SyntheticConfig,

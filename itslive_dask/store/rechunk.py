@@ -1,0 +1,113 @@
+"""Time-series layout: rechunk a map-friendly cube into long-in-time, small-in-space chunks.
+
+Cubes are built map-friendly (few layers, large tiles: every block task reads each granule
+once per tile). Time-series analysis wants the opposite, like the production cubes
+(all or many layers, small tiles). :func:`rechunk_cube` converts one into the other with a
+bounded-memory rechunk: on a ``distributed`` cluster Dask's peer-to-peer rechunk (data
+spilled to the workers' disks), otherwise Dask's task-based rechunk with an intermediate
+chunk size capped by ``max_mem``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import dask
+import xarray as xr
+
+from itslive_dask.cube.plan import normalize_chunks
+from itslive_dask.errors import InvalidInputError, StoreError
+
+__all__ = ["TIMESERIES_CHUNKS", "rechunk_cube"]
+
+log = logging.getLogger(__name__)
+
+#: Time-series-friendly default (long in time, small in space), like the production cubes.
+TIMESERIES_CHUNKS: tuple[int, int, int] = (20000, 10, 10)
+
+
+def rechunk_cube(
+    source: str,
+    dest: str,
+    chunks: Any = TIMESERIES_CHUNKS,
+    *,
+    source_options: dict | None = None,
+    dest_options: dict | None = None,
+    overwrite: bool = False,
+    client: Any = None,
+    zarr_format: int | None = None,
+) -> xr.Dataset:
+    """Copy a cube store into a new store with other chunks, in bounded memory.
+
+    Parameters
+    ----------
+    source, dest
+        Zarr stores (paths or fsspec URLs). ``dest`` must not exist unless ``overwrite``.
+    chunks
+        Target chunks ``(mid_date, y, x)`` (a tuple or dict); the time chunk is capped at the
+        number of layers.
+    source_options, dest_options
+        fsspec options of each store.
+    overwrite
+        Replace ``dest`` if it exists.
+    client
+        A ``distributed.Client`` to run on (peer-to-peer rechunk); default: the current
+        client if any, else the local threaded scheduler.
+    zarr_format
+        Format of ``dest``; default: the format of ``source``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The new store, opened lazily.
+    """
+    t, y, x = normalize_chunks(chunks)
+    try:
+        ds = xr.open_zarr(source, storage_options=source_options if "://" in source else None)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise StoreError(f"cannot open cube {source}: {exc}") from None
+    if "mid_date" not in ds.dims:
+        raise InvalidInputError(f"{source} is not an itslive_dask cube (no mid_date dimension)")
+    t = min(t, max(ds.sizes["mid_date"], 1))
+    target = {"mid_date": t, "y": min(y, ds.sizes["y"]), "x": min(x, ds.sizes["x"])}
+    data_vars = [v for v in ds.data_vars if ds[v].dims == ("mid_date", "y", "x")]
+    out = ds.copy()
+    # the copy is not a build target: drop the build state so write_cube refuses to resume it
+    out.attrs = {k: v for k, v in ds.attrs.items() if k != "itslive_dask"}
+    out.attrs["layout"] = f"time-series chunks {target['mid_date']}x{target['y']}x{target['x']}, rechunked from {source}"
+    for v in data_vars:
+        out[v] = ds[v].chunk(target)
+        out[v].encoding = {k: val for k, val in ds[v].encoding.items() if k in ("compressors", "_FillValue", "dtype")}
+        out[v].encoding["chunks"] = (target["mid_date"], target["y"], target["x"])
+    for c in out.coords:
+        out[c].encoding.pop("chunks", None)
+        out[c].encoding.pop("preferred_chunks", None)
+    if zarr_format is None:
+        zarr_format = 2 if ds[data_vars[0]].encoding.get("zarr_format") == 2 else 3
+    method = "p2p" if _has_distributed(client) else "tasks"
+    log.info("rechunking %s -> %s to %s with the %s method", source, dest, target, method)
+    with dask.config.set({"array.rechunk.method": method}), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write = out.to_zarr(
+            dest, mode="w" if overwrite else "w-", compute=False, consolidated=True,
+            zarr_format=zarr_format, storage_options=dest_options if "://" in dest else None,
+        )
+        if client is not None:
+            client.compute(write).result()
+        else:
+            write.compute()
+    return xr.open_zarr(dest, storage_options=dest_options if "://" in dest else None)
+
+
+def _has_distributed(client: Any) -> bool:
+    if client is not None:
+        return True
+    try:
+        from distributed import get_client
+
+        get_client()
+        return True
+    except (ImportError, ValueError):
+        return False
