@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the local S3 server, the synthetic archive, hypothesis profiles.
+"""Shared pytest fixtures: the local S3 server, the synthetic archive, a LocalCluster, hypothesis profiles.
 
 * ``local_s3`` (session): a started :class:`itslive_dask.testing.local_s3.LocalS3` on 127.0.0.1.
 * ``synthetic_archive`` (session): :data:`SYNTHETIC_TEST_CONFIG` generated once into bucket
@@ -81,3 +81,17 @@ def synthetic_archive(local_s3) -> SyntheticArchive:
         region=config.region_obj.polygon,
         specs=tuple(make_granule_specs(config)),
     )
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A LocalCluster with 2 single-threaded worker processes on 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=":0", memory_limit="3GiB",
+    )
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import shapely
 from pyproj import Geod, Transformer
+from realdata import REAL
 
 from itslive_dask.discovery.api import search
 from itslive_dask.discovery.catalog import load_catalog, save_catalog
@@ -503,11 +504,7 @@ def test_missing_catalog_file_raises(tmp_path):
 
 # --------------------------------------------------------------------------- item / legacy rows
 
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-) / "catalog"
+REAL_CATALOG = REAL / "catalog"
 
 
 def test_stac_item_fields_become_a_row():
@@ -553,7 +550,7 @@ def test_real_legacy_answers_become_rows():
 
     for name in ("nsidc_itslive-search_urls_response_2020-06-29_first10.json",
                  "nsidc_itslive-search_urls_response_2020-11_first10.json"):  # fmt: skip
-        objs = json.loads((REAL / name).read_text())
+        objs = json.loads((REAL_CATALOG / name).read_text())
         t = granule_table([legacy_record(o) for o in objs])
         assert len(t) == 10
         assert t.geometry.isna().all()
@@ -561,7 +558,7 @@ def test_real_legacy_answers_become_rows():
         assert (t["version"] == 1).all() and (t["resolution"] == 240.0).all()
     first = legacy_record(
         json.loads(
-            (REAL / "nsidc_itslive-search_urls_response_2020-06-29_first10.json").read_text()
+            (REAL_CATALOG / "nsidc_itslive-search_urls_response_2020-06-29_first10.json").read_text()
         )[0]
     )
     # LC08 ... 20130926 _X_ LE07 ... 20120814: 408 days apart, P045

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import dask
 import fsspec
 import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
+from realdata import V1
 
 from itslive_dask.cube import kernel as blocks
 from itslive_dask.cube.lazy import make_plan, open_cube
 from itslive_dask.granule.header import read_granule_info
 
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-)
-V1 = REAL / "LE07_L1GT_001113_20121118_20161127_01_T2_X_LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
 pytestmark = pytest.mark.skipif(not V1.exists(), reason="shared/data/real not present")
 
 

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import dask
 import h5py
 import numpy as np
 import pytest
+from realdata import V1, V2
 
 from itslive_dask.cube.lazy import make_plan, open_cube
 
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-)
-V1 = REAL / "LE07_L1GT_001113_20121118_20161127_01_T2_X_LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
-V2 = REAL / "LT05_L1GS_219121_19841206_20200918_02_T2_X_LT05_L1GS_226120_19850124_20200918_02_T2_G0120V02_P000.nc"
 PIG = {
     "type": "Polygon",
     "coordinates": [[[-101.155511, -74.738709], [-99.117207, -75.087959], [-99.879774, -75.46007],

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import fsspec
 import numpy as np
 import pytest
 import shapely
 from fsspec.implementations.memory import MemoryFileSystem
+from realdata import V1
 
 from itslive_dask.cube.kernel import BlockConfig, _fetch, read_block, read_block_with_report
 from itslive_dask.errors import GranuleError
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.geo.region import parse_region, to_crs
 from itslive_dask.types import GranuleRef
-
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-)
-V1 = REAL / "LE07_L1GT_001113_20121118_20161127_01_T2_X_LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
 
 
 class FlakyFS(MemoryFileSystem):

@@ -22,6 +22,9 @@ import shapely
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from realdata import V1 as REAL_V1
+from realdata import V2 as REAL_V2
+from realdata import needs_real
 
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.granule.names import parse_granule_name
@@ -41,22 +44,6 @@ from itslive_dask.testing.synthetic import (
     truth_velocity,
 )
 
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-)
-REAL_V2 = (
-    REAL
-    / "LT05_L1GS_219121_19841206_20200918_02_T2_X_LT05_L1GS_226120_19850124_20200918_02_T2_G0120V02_P000.nc"
-)
-REAL_V1 = (
-    REAL
-    / "LE07_L1GT_001113_20121118_20161127_01_T2_X_LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
-)
-needs_real = pytest.mark.skipif(
-    not REAL_V2.exists() or not REAL_V1.exists(), reason="real granules not available"
-)
 GEOD = pyproj.Geod(ellps="WGS84")
 FILL = -32767
 

@@ -18,6 +18,7 @@ import pytest
 import shapely
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from pyproj import Transformer
+from realdata import V1, V2
 
 from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.header import (
@@ -30,19 +31,6 @@ from itslive_dask.granule.header import (
 )
 from itslive_dask.table import granule_table
 
-# shared/ lies beside the checkout (CI copies it there); fall back to the workplace path
-REAL = next(
-    (p / "shared" / "data" / "real" for p in Path(__file__).resolve().parents if (p / "shared" / "data" / "real").is_dir()),
-    Path("/work/shared/data/real"),
-)
-V1 = REAL / (
-    "LE07_L1GT_001113_20121118_20161127_01_T2_X_"
-    "LE07_L1GT_232113_20121104_20161127_01_T2_G0240V01_P059.nc"
-)
-V2 = REAL / (
-    "LT05_L1GS_219121_19841206_20200918_02_T2_X_"
-    "LT05_L1GS_226120_19850124_20200918_02_T2_G0120V02_P000.nc"
-)
 pytestmark = pytest.mark.skipif(
     not (V1.exists() and V2.exists()), reason="real granules not available"
 )

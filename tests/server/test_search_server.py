@@ -1,6 +1,6 @@
 """The local search server over real HTTP (uvicorn on 127.0.0.1) against a brute force.
 
-The same synthetic catalog and independent brute force as tests/unit/test_search_local.py
+The same synthetic catalog and independent brute force as tests/discovery/test_search_local.py
 (polar footprints, footprints across 180 degrees). The server's own answers are checked raw
 (pystac-client items, legacy JSON pages) so that the client's re-filtering cannot hide a server
 bug; then the package's clients (``search(catalog=url)``) are checked too.
@@ -25,7 +25,7 @@ from itslive_dask.geo.footprints import to_rfc7946
 from itslive_dask.server import LocalSearchServer
 
 _spec = importlib.util.spec_from_file_location(
-    "search_cases", Path(__file__).resolve().parents[1] / "unit" / "test_search_local.py"
+    "search_cases", Path(__file__).resolve().parents[1] / "discovery" / "test_search_local.py"
 )
 cases = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cases)
