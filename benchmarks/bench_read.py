@@ -44,7 +44,7 @@ def _h5py_plain(src: Any) -> int:
 def _engine_path(src: Any, label: str) -> int:
     import h5py
 
-    from itslive_dask.granule.header import read_info, read_window
+    from itslive_dask.io.hdf5 import read_info, read_window
 
     with h5py.File(src, "r", locking=False) if isinstance(src, str) else h5py.File(src, "r") as h5:
         info = read_info(h5, label)

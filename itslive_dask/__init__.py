@@ -29,9 +29,9 @@ _EXPORTS: dict[str, str] = {
     "granule_table": "table",
     # format layer
     "parse_granule_name": "granule.names",
-    "open_granule": "granule.header",
-    "read_granule_info": "granule.header",
-    "GranuleInfo": "granule.header",
+    "open_granule": "granule.dataset",
+    "read_granule_info": "io.hdf5",
+    "GranuleInfo": "granule.info",
     # search, filter, download, catalogs, local servers
     "search": "discovery.api",
     "LegacyAPI": "discovery.api",

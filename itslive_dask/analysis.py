@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Geod
 
 from itslive_dask.errors import InvalidInputError
+from itslive_dask.geo.transform import transformer
 
 __all__ = [
     "as_strings",
@@ -356,7 +357,7 @@ def point_timeseries(
     if not (np.isfinite(lon_f) and np.isfinite(lat_f)) or abs(lat_f) > 90 or abs(lon_f) > 360:
         raise InvalidInputError(f"point ({lon!r}, {lat!r}) is not a valid lon, lat in degrees")
     crs = cube_crs(cube)
-    to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_grid = transformer(4326, crs)
     px, py = to_grid.transform(lon_f, lat_f)
     xs = np.asarray(cube["x"].values, dtype="float64")
     ys = np.asarray(cube["y"].values, dtype="float64")
@@ -384,7 +385,7 @@ def point_timeseries(
     ts = ts.drop_vars([c for c in ts.coords if c not in ("mid_date", "x", "y", *layer_coords)])
     ts = ts.sortby("mid_date")
     gx, gy = float(xs[ix]), float(ys[iy])
-    plon, plat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(gx, gy)
+    plon, plat = transformer(crs, 4326).transform(gx, gy)
     _, _, dist = Geod(ellps="WGS84").inv(lon_f, lat_f, plon, plat)
     ts.attrs = {
         "requested_lon": lon_f,
@@ -479,7 +480,7 @@ def describe_cube(cube: xr.Dataset) -> dict[str, Any]:
         extent = (xs.min() - half[0], ys.min() - half[1], xs.max() + half[0], ys.max() + half[1])
         out["extent"] = tuple(float(v) for v in extent)
         if crs is not None:
-            tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+            tr = transformer(crs, 4326)
             bx = np.linspace(extent[0], extent[2], 21)
             by = np.linspace(extent[1], extent[3], 21)
             ex = np.concatenate([bx, np.full(21, extent[2]), bx[::-1], np.full(21, extent[0])])

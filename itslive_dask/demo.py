@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyproj import Transformer
 
 from itslive_dask.cli.console import sigint_shield
 from itslive_dask.errors import InvalidInputError
+from itslive_dask.geo.transform import transformer
 
 __all__ = ["DEMO_BUCKET", "DemoResult", "run_demo", "truth_accuracy"]
 
@@ -105,11 +105,11 @@ def _sampled_centres(
 
     The source grid is the lattice of centres ``gx0 + j * dx``, ``gy0 + i * dy``.
     """
-    to_src = Transformer.from_crs(target_epsg, source_epsg, always_xy=True)
+    to_src = transformer(target_epsg, source_epsg)
     sx, sy = to_src.transform(xs_t, ys_t)
     cx = gx0 + np.floor((sx - gx0) / dx + 0.5) * dx
     cy = gy0 + np.floor((sy - gy0) / dy + 0.5) * dy
-    back = Transformer.from_crs(source_epsg, target_epsg, always_xy=True)
+    back = transformer(source_epsg, target_epsg)
     tx, ty = back.transform(cx, cy)
     return np.asarray(tx), np.asarray(ty)
 
@@ -186,7 +186,7 @@ def truth_accuracy(
     """
     import xarray as xr
 
-    from itslive_dask.granule.header import read_granule_info
+    from itslive_dask.io.hdf5 import read_granule_info
     from itslive_dask.testing.synthetic import time_factor, truth_velocity
 
     ds = cube if isinstance(cube, xr.Dataset) else xr.open_zarr(str(cube))

@@ -7,11 +7,9 @@ URLs have their headers read once, in parallel, first.
 
 from __future__ import annotations
 
-import glob as _glob
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -24,9 +22,10 @@ from dask.highlevelgraph import HighLevelGraph
 
 from itslive_dask.cube.kernel import BlockConfig, empty_block, read_block
 from itslive_dask.cube.plan import CubePlan, plan_cube
-from itslive_dask.errors import InvalidInputError
+from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.geo.grid import PRODUCTION_ANCHOR, TargetGrid
 from itslive_dask.geo.region import default_crs, parse_region, to_crs
+from itslive_dask.io.listing import list_granules
 from itslive_dask.table import granule_table, validate_granule_table
 
 __all__ = ["cube_from_plan", "make_plan", "open_cube", "resolve_granules"]
@@ -177,12 +176,12 @@ def resolve_granules(granules: Any, *, storage_options: dict | None = None, max_
             return table
         import pandas as pd
 
-        filled = _read_headers(list(table.loc[missing, "url"]), storage_options, max_workers)
+        filled = _header_table(list(table.loc[missing, "url"]), storage_options, max_workers)
         known = table.loc[~missing]
         both = pd.concat([known, filled], ignore_index=True) if len(known) else filled
         return validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326"))
     if isinstance(granules, str | os.PathLike):
-        sources = _expand(str(granules), storage_options)
+        _, sources = list_granules(granules, storage_options)
     elif isinstance(granules, Sequence):
         sources = [str(g) for g in granules]
     else:
@@ -191,7 +190,7 @@ def resolve_granules(granules: Any, *, storage_options: dict | None = None, max_
         )
     if not sources:
         raise InvalidInputError(f"no granules found in {granules!r}")
-    return _read_headers(sources, storage_options, max_workers)
+    return _header_table(sources, storage_options, max_workers)
 
 
 def cube_from_plan(plan: CubePlan, *, storage_options: dict | None = None) -> xr.Dataset:
@@ -306,36 +305,11 @@ def _safe_items(options: dict) -> list[tuple[str, str]]:
     return [(str(k), dask.base.tokenize(v)) for k, v in options.items()]
 
 
-def _expand(source: str, storage_options: dict | None) -> list[str]:
-    """A folder, glob or single file -> sorted list of granule paths/URLs."""
-    if "://" in source and not source.startswith("file://"):
-        import fsspec
+def _header_table(sources: list[str], storage_options: dict | None, max_workers: int) -> gpd.GeoDataFrame:
+    from itslive_dask.io.listing import read_headers
 
-        fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
-        protocol = source.split("://", 1)[0]
-        if any(ch in path for ch in "*?["):
-            found = fs.glob(path)
-        elif fs.isdir(path):
-            found = [p for p in fs.find(path) if p.endswith(".nc")]
-        else:
-            found = [path]
-        return sorted(f"{protocol}://{p}" for p in found)
-    path = source[7:] if source.startswith("file://") else source
-    if any(ch in path for ch in "*?["):
-        return sorted(_glob.glob(path))
-    if os.path.isdir(path):
-        return sorted(_glob.glob(os.path.join(path, "**", "*.nc"), recursive=True))
-    if os.path.exists(path):
-        return [path]
-    raise InvalidInputError(f"no such file or folder: {source}")
-
-
-def _read_headers(sources: list[str], storage_options: dict | None, max_workers: int) -> gpd.GeoDataFrame:
-    from itslive_dask.granule.header import read_granule_info
-
-    def one(src: str) -> dict:
-        return read_granule_info(src, storage_options=storage_options).to_record(src)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(sources)))) as pool:
-        records = list(pool.map(one, sources))
-    return granule_table(records)
+    infos, failures = read_headers(sources, storage_options, max_workers=max_workers)
+    if failures:
+        first = failures[0]
+        raise GranuleError(first["url"], first["error"])
+    return granule_table(infos[s].to_record(s) for s in sources)

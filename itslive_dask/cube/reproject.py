@@ -17,11 +17,11 @@ A rotation keeps the magnitude, so ``hypot(vx_t, vy_t) == hypot(vx_s, vy_s)``. S
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
-from pyproj import Transformer
+
+from itslive_dask.geo.transform import transformer
 
 __all__ = ["RESAMPLING", "SourceGeometry", "rotate", "sample", "source_geometry"]
 
@@ -71,10 +71,10 @@ def source_geometry(
     if target_epsg == source_epsg:
         one = np.ones(xx.shape, "float64")
         return SourceGeometry(xx, yy, one, np.zeros_like(one))
-    to_src = _transformer(target_epsg, source_epsg)
+    to_src = transformer(target_epsg, source_epsg)
     xs, ys = to_src.transform(xx, yy)
     # direction of the source x axis in the target grid, from a finite difference
-    to_tgt = _transformer(source_epsg, target_epsg)
+    to_tgt = transformer(source_epsg, target_epsg)
     both_x = np.concatenate([xs.ravel(), xs.ravel() + _FD_STEP])
     both_y = np.concatenate([ys.ravel(), ys.ravel()])
     tx, ty = to_tgt.transform(both_x, both_y)
@@ -98,6 +98,68 @@ def fractional_index(coord: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """Fractional pixel index of ``coord`` on a regular, centre-based 1-D ``axis``."""
     step = axis[1] - axis[0] if axis.size > 1 else 1.0
     return (coord - axis[0]) / step
+
+
+@dataclass(frozen=True)
+class SourceWindow:
+    """The part of a granule that a set of target pixels samples.
+
+    Attributes
+    ----------
+    keep
+        Boolean mask over the target pixels: True where the pixel falls on the granule grid.
+    rows, cols
+        Source index window ``[start, stop)`` holding every pixel the kept targets sample.
+    fi, fj
+        Fractional row/column indices of the kept targets, relative to the window.
+    """
+
+    keep: np.ndarray
+    rows: slice
+    cols: slice
+    fi: np.ndarray
+    fj: np.ndarray
+
+
+def source_window(
+    fi: np.ndarray, fj: np.ndarray, shape: tuple[int, int], method: str
+) -> SourceWindow | None:
+    """The source window that target pixels at fractional indices ``fi``, ``fj`` need.
+
+    Pure index arithmetic: a target is kept when its point lies within the source pixel
+    extent (``-0.5 .. n - 0.5``); the window covers the nearest pixel of each kept target
+    (``"nearest"``) or its 4 surrounding centres (``"bilinear"``), clipped to the grid.
+
+    Parameters
+    ----------
+    fi, fj
+        Fractional row and column indices (0 = centre of the first pixel).
+    shape
+        ``(rows, cols)`` of the source grid.
+    method
+        ``"nearest"`` or ``"bilinear"``.
+
+    Returns
+    -------
+    SourceWindow or None
+        None when no target falls on the source grid.
+    """
+    nrow, ncol = shape
+    keep = (fi >= -0.5) & (fi <= nrow - 0.5) & (fj >= -0.5) & (fj <= ncol - 0.5)
+    if not keep.any():
+        return None
+    fi, fj = fi[keep], fj[keep]
+    if method == "nearest":
+        lo_i = hi_i = np.floor(fi + 0.5)
+        lo_j = hi_j = np.floor(fj + 0.5)
+    else:
+        lo_i, hi_i = np.floor(fi), np.floor(fi) + 1
+        lo_j, hi_j = np.floor(fj), np.floor(fj) + 1
+    r0 = int(max(lo_i.min(), 0))
+    r1 = int(min(hi_i.max() + 1, nrow))
+    c0 = int(max(lo_j.min(), 0))
+    c1 = int(min(hi_j.max() + 1, ncol))
+    return SourceWindow(keep, slice(r0, r1), slice(c0, c1), fi - r0, fj - c0)
 
 
 def sample(
@@ -168,16 +230,3 @@ def rotate(
     vx64 = vx.astype("float64", copy=False)
     vy64 = vy.astype("float64", copy=False)
     return (c * vx64 - s * vy64).astype("float32"), (s * vx64 + c * vy64).astype("float32")
-
-
-_TRANSFORMERS: dict[tuple[int, int, int], Transformer] = {}
-
-
-def _transformer(src: int, dst: int) -> Transformer:
-    # pyproj transformers must not be shared between threads: one per (pair, thread)
-    key = (src, dst, threading.get_ident())
-    tr = _TRANSFORMERS.get(key)
-    if tr is None:
-        tr = Transformer.from_crs(src, dst, always_xy=True)
-        _TRANSFORMERS[key] = tr
-    return tr

@@ -12,15 +12,14 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import fsspec
 import geopandas as gpd
 
 from itslive_dask.discovery.stac import items_to_table, row_to_item
-from itslive_dask.errors import GranuleError, InvalidInputError, SearchError
-from itslive_dask.progress import ProgressArg, Reporter
+from itslive_dask.errors import InvalidInputError, SearchError
+from itslive_dask.progress import ProgressArg
 from itslive_dask.table import COLUMNS, empty_granule_table, granule_table, validate_granule_table
 
 __all__ = ["build_catalog", "load_catalog", "save_catalog", "table_to_stac_items"]
@@ -214,30 +213,6 @@ def _https_for(url: str, root_url: str, https_base: str | None) -> str:
     return ""
 
 
-def _list_granules(source: str, storage_options: dict | None) -> tuple[str, list[str]]:
-    try:
-        fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
-    except (ValueError, ImportError, TypeError) as exc:
-        raise InvalidInputError(f"cannot open {source!r}: {exc}") from None
-    try:
-        if any(ch in root for ch in "*?["):
-            paths = fs.glob(root)
-        elif fs.isfile(root):
-            paths = [root]
-        else:
-            paths = fs.find(root)
-    except FileNotFoundError:
-        raise InvalidInputError(f"granule folder not found: {source}") from None
-    except Exception as exc:  # fsspec backends raise many types (permissions, endpoints)
-        raise InvalidInputError(f"cannot list {source}: {type(exc).__name__}: {exc}") from None
-    paths = sorted(p for p in paths if p.lower().endswith(".nc"))
-    local = "file" in fs.protocol or fs.protocol == "local"
-    urls = [os.path.abspath(p) if local else fs.unstrip_protocol(p) for p in paths]
-    base = root.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
-    root_url = os.path.abspath(base) if local else fs.unstrip_protocol(base)
-    return root_url, urls
-
-
 def build_catalog(
     source: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -290,38 +265,24 @@ def build_catalog(
     >>> table.attrs["failures"]  # doctest: +SKIP
     []
     """
-    from itslive_dask.granule.header import read_granule_info
+    from itslive_dask.io.listing import list_granules, read_headers
 
-    if not isinstance(max_workers, int) or max_workers < 1:
-        raise InvalidInputError(f"max_workers must be a positive integer, got {max_workers!r}")
     source = os.fspath(source)
     if out is not None:
         _kind(os.fspath(out))
     if stac_items is not None:
         _kind(os.fspath(stac_items))
-    root_url, urls = _list_granules(source, storage_options)
+    root_url, urls = list_granules(source, storage_options)
     if not urls:
         raise InvalidInputError(f"no *.nc files found under {source}")
     logger.info("building a catalog of %d files under %s", len(urls), source)
-
-    def read_one(url: str) -> dict[str, Any]:
-        info = read_granule_info(url, storage_options=storage_options)
-        return info.to_record(url, https_url=_https_for(url, root_url, https_base))
-
-    records: dict[str, dict[str, Any]] = {}
-    failures: list[dict[str, str]] = []
-    with Reporter(progress, len(urls), "reading headers") as rep:
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(urls))) as pool:
-            futures = {pool.submit(read_one, u): u for u in urls}
-            for fut in as_completed(futures):
-                url = futures[fut]
-                try:
-                    records[url] = fut.result()
-                except GranuleError as exc:
-                    failures.append({"url": url, "error": exc.problem})
-                except Exception as exc:  # one bad file must not stop the scan
-                    failures.append({"url": url, "error": f"{type(exc).__name__}: {exc}"})
-                rep.advance()
+    infos, failures = read_headers(
+        urls, storage_options, max_workers=max_workers, progress=progress
+    )
+    records = {
+        url: info.to_record(url, https_url=_https_for(url, root_url, https_base))
+        for url, info in infos.items()
+    }
 
     kept: dict[str, dict[str, Any]] = {}
     for url in sorted(records):

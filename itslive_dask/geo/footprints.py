@@ -32,11 +32,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
 import shapely.affinity
 from pyproj import Transformer
+
+from itslive_dask.geo.transform import transformer
 
 __all__ = [
     "FootprintIndex",
@@ -57,15 +60,6 @@ _SHIFTS = (-720.0, -360.0, 0.0, 360.0, 720.0)
 #: (a chord error below 1 m).
 REGION_STEP_DEG = 0.05
 
-_TRANSFORMERS: dict[int, Transformer] = {}
-
-
-def _transformer(epsg: int) -> Transformer:
-    tr = _TRANSFORMERS.get(epsg)
-    if tr is None:
-        tr = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
-        _TRANSFORMERS[epsg] = tr
-    return tr
 
 
 # --------------------------------------------------------------------------- frames
@@ -228,7 +222,7 @@ def _densify_literal(coords: np.ndarray, step: float = 1.0) -> np.ndarray:
 
 def polar_footprint(geom: shapely.Geometry, epsg: int) -> shapely.Geometry:
     """Project a lon/lat footprint to a polar frame, edges straight in that frame."""
-    tr = _transformer(epsg)
+    tr = _from_lonlat(epsg)
     parts = []
     for poly in _polygons(geom):
         rings = []
@@ -254,7 +248,7 @@ def region_in_frame(region: shapely.Geometry, frame: int | None) -> shapely.Geom
         shifted = [shapely.affinity.translate(unwrapped, xoff=s) for s in _SHIFTS]
         return shapely.union_all(shifted)
     dense = shapely.segmentize(unwrapped, REGION_STEP_DEG)
-    tr = _transformer(frame)
+    tr = _from_lonlat(frame)
     projected = shapely.transform(
         dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
     )
@@ -379,7 +373,7 @@ def _polar_frame(geoms: np.ndarray, epsg: int) -> np.ndarray:
     special = same & on_180[:-1] & on_180[1:] & (np.abs(np.diff(lon)) >= 180.0)
     flag = np.zeros(len(geoms), dtype=bool)
     np.logical_or.at(flag, idx[:-1], special)
-    x, y = _transformer(epsg).transform(lon, lat)
+    x, y = _from_lonlat(epsg).transform(lon, lat)
     out = shapely.set_coordinates(np.array(geoms, dtype=object), np.column_stack([x, y]))
     finite = np.ones(len(geoms), dtype=bool)
     np.logical_and.at(finite, idx, np.isfinite(x) & np.isfinite(y))
@@ -389,3 +383,86 @@ def _polar_frame(geoms: np.ndarray, epsg: int) -> np.ndarray:
     for i in np.flatnonzero(bad):
         out[i] = _valid(out[i])
     return out
+
+
+def _from_lonlat(epsg: int) -> Transformer:
+    return transformer(4326, epsg)
+
+
+# --------------------------------------------------------------------------- granule boxes
+
+#: Points per edge when a granule's projected box is turned into a lon/lat footprint.
+FOOTPRINT_POINTS_PER_EDGE = 100
+
+
+def box_to_lonlat(bounds: tuple[float, float, float, float], epsg: int) -> Any:
+    """A projected box (pixel-edge bounds) as a lon/lat geometry.
+
+    Edges are densified (:data:`FOOTPRINT_POINTS_PER_EDGE` points each) before the
+    transform so they bend as they do on the ground. A box around a pole reaches the pole;
+    a box across the antimeridian is split at +-180 degrees (RFC 7946).
+
+    Raises
+    ------
+    ValueError
+        When part of the box is outside the valid area of ``epsg``.
+    """
+    import shapely.affinity
+
+    xmin, ymin, xmax, ymax = bounds
+    n = FOOTPRINT_POINTS_PER_EDGE
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    xs = np.concatenate(
+        [xmin + t * (xmax - xmin), np.full(n, xmax), xmax - t * (xmax - xmin), np.full(n, xmin)]
+    )
+    ys = np.concatenate(
+        [np.full(n, ymin), ymin + t * (ymax - ymin), np.full(n, ymax), ymax - t * (ymax - ymin)]
+    )
+    lon, lat = transformer(epsg, 4326).transform(xs, ys)
+    lon, lat = np.asarray(lon), np.asarray(lat)
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        raise ValueError(f"the grid box {bounds} is outside the valid area of EPSG:{epsg}")
+
+    for pole in (-90.0, 90.0):
+        px, py = transformer(4326, epsg).transform(0.0, pole)
+        if np.isfinite(px) and np.isfinite(py) and xmin <= px <= xmax and ymin <= py <= ymax:
+            return _polar_cap(lon, lat, pole)
+
+    ulon = np.degrees(np.unwrap(np.radians(lon)))
+    poly = shapely.Polygon(np.column_stack([ulon, lat]))
+    if not poly.is_valid:
+        poly = shapely.make_valid(poly)
+    if ulon.min() >= -180.0 and ulon.max() <= 180.0:
+        return poly
+    parts = []
+    for shift in (-360.0, 0.0, 360.0):
+        piece = poly.intersection(shapely.box(-180.0 + shift, -90.0, 180.0 + shift, 90.0))
+        if not piece.is_empty and piece.area > 0:
+            parts.extend(_box_parts(shapely.affinity.translate(piece, xoff=-shift)))
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
+
+
+def _polar_cap(lon: np.ndarray, lat: np.ndarray, pole: float) -> Any:
+    """Polygon of a ring that circles a pole: longitudes sorted, closed along the pole."""
+
+    order = np.argsort(lon, kind="stable")
+    lon_s, lat_s = lon[order], lat[order]
+    # latitude where the ring crosses +-180 (between the last and first sorted points)
+    span = (lon_s[0] + 360.0) - lon_s[-1]
+    frac = (180.0 - lon_s[-1]) / span if span > 0 else 0.0
+    lat_180 = lat_s[-1] + frac * (lat_s[0] - lat_s[-1])
+    ring = [
+        (-180.0, lat_180),
+        *zip(lon_s, lat_s, strict=True),
+        (180.0, lat_180),
+        (180.0, pole),
+        (-180.0, pole),
+    ]
+    poly = shapely.Polygon(ring)
+    return poly if poly.is_valid else shapely.make_valid(poly)
+
+
+def _box_parts(geom: Any) -> list[Any]:
+    if geom.geom_type == "Polygon":
+        return [geom]
+    return [g for g in getattr(geom, "geoms", []) if g.geom_type == "Polygon" and g.area > 0]

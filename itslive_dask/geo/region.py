@@ -16,9 +16,10 @@ import numpy as np
 import shapely
 import shapely.geometry
 import shapely.wkt
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 from itslive_dask.errors import InvalidInputError
+from itslive_dask.geo.transform import transformer
 
 __all__ = [
     "box_to_geojson",
@@ -114,7 +115,7 @@ def default_crs(region: shapely.Geometry) -> CRS:
 def to_crs(region: shapely.Geometry, crs: Any, *, max_segment_deg: float = 0.01) -> shapely.Geometry:
     """Project a lon/lat region into ``crs``, densifying edges first so they bend correctly."""
     dense = shapely.segmentize(region, max_segment_deg)
-    tr = Transformer.from_crs("EPSG:4326", CRS.from_user_input(crs), always_xy=True)
+    tr = transformer(4326, crs)
     return shapely.transform(dense, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
 
 

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -29,11 +28,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import fsspec
 import pandas as pd
 
-from itslive_dask.errors import InvalidInputError
+from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.names import parse_granule_name
+from itslive_dask.io.fetch import RetryPolicy, with_retries
+from itslive_dask.io.urls import redact_url, url_to_fs
 from itslive_dask.progress import ProgressArg, Reporter
 
 __all__ = ["MANIFEST_NAME", "DownloadResult", "FileResult", "download_granules", "safe_file_name"]
@@ -43,9 +43,7 @@ logger = logging.getLogger(__name__)
 #: Name of the manifest written in the download folder.
 MANIFEST_NAME = "itslive_manifest.json"
 _CHUNK = 4 * 1024 * 1024
-_QUERY_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://[^\s'\"?#]+)[?#][^\s'\"]*", re.IGNORECASE)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\.nc")
-_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "http", "https", "file", "memory")
 
 
 @dataclass
@@ -196,27 +194,6 @@ def _urls_of(table_or_urls: Any) -> list[str]:
     raise InvalidInputError(
         f"expected a granule table, a list of URLs or {{year: table}}, got {type(table_or_urls).__name__}"
     )
-
-
-def _options_for(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """fsspec options for ``url``: a flat dict applies to every remote protocol; a dict keyed
-    by protocol names (``{"s3": {...}, "https": {...}}``) is split by protocol."""
-    if not storage_options:
-        return {}
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    if all(k in _PROTOCOLS and isinstance(v, Mapping) for k, v in storage_options.items()):
-        return dict(storage_options.get(protocol, {}))
-    if protocol in ("file", "http", "https"):
-        return {}
-    return dict(storage_options)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its query string and fragment (presigned URLs carry credentials)."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    return parts._replace(query="", fragment="").geturl()
 
 
 def _jsonable(value: Any) -> Any:
@@ -376,7 +353,7 @@ def _remote_sizes(
 ) -> dict[str, int | None]:
     def size(url: str) -> int | None:
         try:
-            fs, path = fsspec.core.url_to_fs(url, **_options_for(url, storage_options))
+            fs, path = url_to_fs(url, storage_options)
             info = fs.info(path)
             s = info.get("size")
             return int(s) if s is not None else None
@@ -386,18 +363,6 @@ def _remote_sizes(
     with ThreadPoolExecutor(max_workers=min(max_workers, len(jobs))) as pool:
         sizes = list(pool.map(lambda job: size(job[1]), jobs))
     return {name: s for (name, _), s in zip(jobs, sizes, strict=True)}
-
-
-def _definitely_missing(exc: FileNotFoundError) -> bool:
-    """A not-found error that is not a disguised network failure.
-
-    fsspec's HTTP backend reports any failure to reach a URL (refused connection, timeout)
-    as FileNotFoundError raised from the real cause; only a 404 (or no cause) means missing.
-    """
-    cause = exc.__cause__
-    if cause is None or isinstance(cause, FileNotFoundError):
-        return True
-    return getattr(cause, "status", None) in (404, 410)
 
 
 def _open_part(part: Path, offset: int) -> int:
@@ -433,58 +398,45 @@ def _fetch_one(
         res.status = "skipped"
         rep.bytes(size)
         return res
-    last_error = "unknown error"
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        res.attempts = attempt + 1
-        try:
-            fs, path = fsspec.core.url_to_fs(url, **_options_for(url, storage_options))
-            if size is None:
-                info = fs.info(path)
-                size = int(info["size"]) if info.get("size") is not None else None
-                res.size = size
-            have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
-            if size is None or have > size:
-                have = 0
-            if attempt == 0:
-                res.resumed_from = have
-                rep.bytes(have)
-            fd = _open_part(part, have)
-            with os.fdopen(fd, "wb") as out:
-                if size is None or have < size:
-                    with fs.open(path, "rb", block_size=_CHUNK, cache_type="none") as src:
-                        if have:
-                            src.seek(have)
-                        while True:
-                            chunk = src.read(_CHUNK)
-                            if not chunk:
-                                break
-                            out.write(chunk)
-                            rep.bytes(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            got = part.stat().st_size
-            if size is not None and got != size:
-                raise OSError(f"incomplete transfer: {got} of {size} bytes")
-            os.replace(part, final)
-            res.status = "downloaded"
-            res.size = got
-            res.error = None
-            return res
-        except FileNotFoundError as exc:
-            last_error = "object not found"
-            if _definitely_missing(exc):
-                break  # retrying will not make it appear
-            if getattr(exc.__cause__, "status", None) in (401, 403):
-                last_error = f"permission denied (HTTP {exc.__cause__.status})"
-                break
-            last_error = f"cannot reach the object ({exc.__cause__ or exc})"
-        except PermissionError as exc:
-            last_error = f"permission denied ({exc})"
-            break
-        except Exception as exc:  # network errors, truncated reads: retried
-            last_error = f"{type(exc).__name__}: {exc}"
-            logger.debug("attempt %d of %s failed: %s", attempt + 1, res.url, last_error)
-    res.error = _QUERY_IN_TEXT.sub(r"\1", last_error)
+    tries = 0
+
+    def transfer() -> None:
+        nonlocal size, tries
+        tries += 1
+        fs, path = url_to_fs(url, storage_options)
+        if size is None:
+            info = fs.info(path)
+            size = int(info["size"]) if info.get("size") is not None else None
+            res.size = size
+        have = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
+        if size is None or have > size:
+            have = 0
+        if tries == 1:
+            res.resumed_from = have
+            rep.bytes(have)
+        fd = _open_part(part, have)
+        with os.fdopen(fd, "wb") as out:
+            if size is None or have < size:
+                with fs.open(path, "rb", block_size=_CHUNK, cache_type="none") as src:
+                    if have:
+                        src.seek(have)
+                    while chunk := src.read(_CHUNK):
+                        out.write(chunk)
+                        rep.bytes(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        got = part.stat().st_size
+        if size is not None and got != size:
+            raise OSError(f"incomplete transfer: {got} of {size} bytes")
+        os.replace(part, final)
+        res.size = got
+
+    try:
+        _, res.attempts = with_retries(url, transfer, RetryPolicy(retries=retries, backoff=backoff))
+    except GranuleError as exc:
+        res.attempts = exc.attempts
+        res.error = exc.problem
+        return res
+    res.status = "downloaded"
+    res.error = None
     return res

@@ -11,9 +11,9 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from realdata import V1
 
-from itslive_dask.cube import kernel as blocks
 from itslive_dask.cube.lazy import make_plan, open_cube
-from itslive_dask.granule.header import read_granule_info
+from itslive_dask.io import fetch
+from itslive_dask.io.hdf5 import read_granule_info
 
 pytestmark = pytest.mark.skipif(not V1.exists(), reason="shared/data/real not present")
 
@@ -71,18 +71,18 @@ def test_each_granule_read_at_most_once_per_tile(table):
     plan = make_plan(table, bbox=BBOX, chunks=(2, 100, 100))
     tiles_of = Counter(r.url for b in plan.blocks for _, r in plan.block_refs(b))
     assert max(tiles_of.values()) > 1  # each granule spans several tiles
-    blocks.BYTES_CACHE.clear()
-    saved = blocks.BYTES_CACHE.maxbytes
+    fetch.BYTES_CACHE.clear()
+    saved = fetch.BYTES_CACHE.maxbytes
     try:
-        blocks.BYTES_CACHE.maxbytes = 0  # no byte cache: one request per (granule, tile)
+        fetch.BYTES_CACHE.maxbytes = 0  # no byte cache: one request per (granule, tile)
         with dask.config.set(scheduler="synchronous"):
             open_cube(table, bbox=BBOX, chunks=(2, 100, 100)).compute()
         per_url = {f"counting://{k.lstrip('/')}": v for k, v in CountingFS.reads.items()}
         assert per_url == dict(tiles_of)
     finally:
-        blocks.BYTES_CACHE.maxbytes = saved
+        fetch.BYTES_CACHE.maxbytes = saved
     CountingFS.reads.clear()
-    blocks.BYTES_CACHE.clear()
+    fetch.BYTES_CACHE.clear()
     with dask.config.set(scheduler="synchronous"):  # with the cache: once per process
         open_cube(table, bbox=BBOX, chunks=(2, 100, 100)).compute()
     assert set(CountingFS.reads.values()) == {1}

@@ -70,7 +70,7 @@ def test_folder_input_like_load_cube_and_empty_v2(tmp_path):
 
 def test_table_rows_without_footprint_get_their_header_read():
     """Legacy-API rows (name-derived, no footprint/EPSG) are completed from the file header."""
-    from itslive_dask.granule.header import read_granule_info
+    from itslive_dask.io.hdf5 import read_granule_info
     from itslive_dask.table import granule_table
 
     rec = read_granule_info(str(V1)).to_record(str(V1))

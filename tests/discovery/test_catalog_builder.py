@@ -129,6 +129,9 @@ def test_local_folder_and_glob(local_s3, synthetic_archive, tmp_path):
     )
     globbed = build_catalog(str(tmp_path / "granules" / "*.nc"))
     assert list(globbed["granule_id"]) == list(table["granule_id"])
-    with pytest.raises(InvalidInputError, match=r"no \*\.nc"):
+    with pytest.raises(InvalidInputError, match=r"no such file or folder"):
         build_catalog(tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match=r"no \*\.nc"):
+        build_catalog(tmp_path / "empty")
     assert shapely.get_coordinates(table.geometry.iloc[0]).shape[0] > 4

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.io.download import MANIFEST_NAME, _options_for, download_granules, safe_file_name
+from itslive_dask.io.download import MANIFEST_NAME, download_granules, safe_file_name
+from itslive_dask.io.urls import options_for as _options_for
 
 NAME = "LC08_L1GT_232113_20201213_20201219_02_T2_X_LC08_L1GT_232113_20201229_20210308_02_T2_G0120V02_P073.nc"
 NAME2 = (

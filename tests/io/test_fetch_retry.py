@@ -9,10 +9,11 @@ import shapely
 from fsspec.implementations.memory import MemoryFileSystem
 from realdata import V1
 
-from itslive_dask.cube.kernel import BlockConfig, _fetch, read_block, read_block_with_report
+from itslive_dask.cube.kernel import BlockConfig, read_block, read_block_with_report
 from itslive_dask.errors import GranuleError
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.geo.region import parse_region, to_crs
+from itslive_dask.io.fetch import RetryPolicy, fetch_granule
 from itslive_dask.types import GranuleRef
 
 
@@ -53,20 +54,20 @@ def flaky():
 
 def test_transient_errors_are_retried(flaky):
     FlakyFS.failures["/a/granule.nc"] = 2
-    data, attempts = _fetch("flaky://a/granule.nc", {}, retries=3, backoff=0.0)
+    data, attempts = fetch_granule("flaky://a/granule.nc", {}, RetryPolicy(retries=3, backoff=0.0))
     assert data == b"x" * 10 and attempts == 3
 
 
 def test_gives_up_after_retries(flaky):
     FlakyFS.failures["/a/granule.nc"] = 10
     with pytest.raises(GranuleError, match="after 4 attempts") as info:
-        _fetch("flaky://a/granule.nc", {}, retries=3, backoff=0.0)
+        fetch_granule("flaky://a/granule.nc", {}, RetryPolicy(retries=3, backoff=0.0))
     assert info.value.attempts == 4 and FlakyFS.calls["/a/granule.nc"] == 4
 
 
 def test_missing_object_is_not_retried(flaky):
     with pytest.raises(GranuleError, match="not found") as info:
-        _fetch("flaky://a/nothing.nc", {}, retries=3, backoff=0.0)
+        fetch_granule("flaky://a/nothing.nc", {}, RetryPolicy(retries=3, backoff=0.0))
     assert info.value.attempts == 1
 
 
