@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "LocalSearchServer": "server",
     "LocalS3": "testing.local_s3",
     # engine
+    "CubeSpec": "spec",
     "TargetGrid": "geo.grid",
     "CubePlan": "cube.plan",
     "plan_cube": "cube.plan",
@@ -50,8 +51,8 @@ _EXPORTS: dict[str, str] = {
     "open_cube": "cube.lazy",
     # zarr
     "write_cube": "store.write",
-    "build_cube": "store.write",
-    "read_ledger": "store.write",
+    "build_cube": "pipeline",
+    "read_ledger": "store.state",
     "rechunk_cube": "store.rechunk",
     "dask_client": "cluster",
     # analysis and plots

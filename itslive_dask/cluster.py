@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from itslive_dask.errors import ClusterError, InvalidInputError
 
-__all__ = ["dask_client", "default_workers"]
+__all__ = ["dask_client", "dask_setup", "default_workers", "sigint_shield"]
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +108,52 @@ def _announce(client: Any, announce: Callable[[str], None] | None) -> None:
     log.info(msg)
     if announce is not None:
         announce(msg)
+
+
+def dask_setup(worker: Any = None) -> None:
+    """Dask worker preload hook: worker processes ignore Ctrl-C (see :func:`sigint_shield`)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def sigint_shield() -> Iterator[Callable[[], None]]:
+    """Keep Ctrl-C away from the Dask worker processes started inside the block.
+
+    A Ctrl-C in a terminal reaches every process of the foreground group: each LocalCluster
+    worker would print its own KeyboardInterrupt traceback, and an interrupted cluster start
+    leaves distributed in a bad state. Inside the block:
+
+    * SIGINT is ignored until ``release()`` is called (call it once the cluster is up, e.g.
+      from ``write_cube``'s ``announce``): worker processes spawned meanwhile inherit
+      "ignore". A Ctrl-C during those few seconds of cluster start-up is dropped.
+    * a worker preload (:func:`dask_setup`) makes workers started later (restarted by their
+      nanny) ignore SIGINT too.
+
+    After ``release()`` only the main process is interrupted, and it closes the cluster on
+    its way out. Leaving the block releases too.
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults must exist before they are overridden)
+
+    preload = list(dask.config.get("distributed.worker.preload", []) or [])
+    if __name__ not in preload:
+        preload.append(__name__)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    released = not main
+
+    def release() -> None:
+        nonlocal released
+        if released or threading.current_thread() is not threading.main_thread():
+            return
+        released = True
+        signal.signal(signal.SIGINT, previous)
+
+    if main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a spawned interpreter inherits
+    try:
+        with dask.config.set({"distributed.worker.preload": preload}):
+            yield release
+    finally:
+        release()

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from itslive_dask.cli.console import sigint_shield
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.geo.transform import transformer
+from itslive_dask.store.state import is_itslive_store
 
 __all__ = ["DEMO_BUCKET", "DemoResult", "run_demo", "truth_accuracy"]
 
@@ -279,25 +279,12 @@ def truth_accuracy(
 # --------------------------------------------------------------------------- the demo
 
 
-def _is_itslive_store(path: Path) -> bool:
-    """True when ``path`` is a Zarr store written by itslive_dask (safe to overwrite)."""
-    if (path / "_itslive").is_dir():
-        return True
-    meta = path / "zarr.json"
-    if meta.is_file():
-        try:
-            return "itslive_dask" in json.loads(meta.read_text()).get("attributes", {})
-        except (OSError, ValueError):
-            return False
-    return False
-
-
 def _prepare_output(output: str | os.PathLike) -> tuple[Path, Path, Path]:
     out = Path(output).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--output {out} exists and is not a folder")
     store = out / "cube.zarr"
-    if store.exists() and not _is_itslive_store(store):
+    if store.exists() and not is_itslive_store(str(store)):
         raise InvalidInputError(
             f"{store} exists and is not an itslive_dask cube; choose another --output"
         )
@@ -366,7 +353,7 @@ def run_demo(
         yearly_mean,
     )
     from itslive_dask.discovery.api import search
-    from itslive_dask.discovery.filters import filter_granules
+    from itslive_dask.pipeline import select_granules, write_with_progress
     from itslive_dask.plots import (
         plot_granule_counts,
         plot_point_timeseries,
@@ -374,7 +361,7 @@ def run_demo(
         plot_yearly_mean,
     )
     from itslive_dask.server import LocalSearchServer
-    from itslive_dask.store.write import write_cube
+    from itslive_dask.spec import CubeSpec
     from itslive_dask.testing.local_s3 import LocalS3
     from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive, get_region
 
@@ -435,11 +422,9 @@ def run_demo(
         if len(found) == 0:
             raise InvalidInputError("the search found no granules (try more --granules)")
 
-        selected = (
-            filter_granules(found, max_files_per_year=max_files_per_year)
-            if max_files_per_year
-            else found
-        )
+        selected = select_granules(
+            found, filters={"max_files_per_year": max_files_per_year or None}
+        ).selected
         ui.step(
             f"filter: at most {max_files_per_year} granules per year -> {len(selected)} granules"
             if max_files_per_year
@@ -449,25 +434,11 @@ def run_demo(
         t = time.perf_counter()
         mode = "overwrite" if store.exists() else "create"
         ui.step(f"building the cube on a LocalCluster of {workers} workers -> {store}")
-        with ui.progress("cube blocks") as update, sigint_shield() as release:
-
-            def announce(message: str) -> None:
-                release()  # the workers are up: Ctrl-C reaches this process again
-                ui.note(message)
-
-            result = write_cube(
-                selected,
-                str(store),
-                polygon,
-                storage_options=so,
-                chunks=chunks,
-                mode=mode,
-                n_workers=workers,
-                threads_per_worker=1,
-                memory_limit="2GiB",
-                progress=update,
-                announce=announce,
-            )
+        result = write_with_progress(
+            ui, selected, str(store), spec=CubeSpec(geometry=polygon, chunks=chunks),
+            storage_options=so, mode=mode, n_workers=workers, threads_per_worker=1,
+            memory_limit="2GiB",
+        )  # fmt: skip
         timings["cube"] = time.perf_counter() - t
         ui.note(
             f"cube {result.shape[0]} layers x {result.shape[1]} x {result.shape[2]} px, "

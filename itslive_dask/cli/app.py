@@ -25,8 +25,9 @@ from typing import Annotated, Any
 
 import typer
 
-from itslive_dask.cli.console import UI, scrub, secret_values, sigint_shield
-from itslive_dask.errors import InvalidInputError, ItsliveDaskError, StoreError
+from itslive_dask.cli.console import UI, scrub, secret_values
+from itslive_dask.errors import InvalidInputError, ItsliveDaskError
+from itslive_dask.io.urls import redact_url as _public
 
 __all__ = ["app", "main"]
 
@@ -395,8 +396,9 @@ def _search_and_filter(
     granules_file: str | None = None,
 ) -> tuple[Any, Any, dict[str, Any], dict[str, int]]:
     """(table after filters, region geometry/bbox, query params, counts) from options or a file."""
-    from itslive_dask.discovery.api import DEFAULT_STAC_URL, make_query, run_query
-    from itslive_dask.discovery.filters import filter_granules, parse_months
+    from itslive_dask.discovery.api import DEFAULT_STAC_URL, make_query
+    from itslive_dask.discovery.filters import parse_months
+    from itslive_dask.pipeline import select_granules
 
     ui = _ui()
     month_list = _split_list([months]) if months else None
@@ -450,91 +452,21 @@ def _search_and_filter(
         ui.step(f"searching {_public(target)}")
         t0 = time.perf_counter()
         with ui.progress("granules found") as update:
-            table = run_query(
+            table = select_granules(
                 query, catalog=target, storage_options=storage_options, progress=update
-            )
+            ).found
         ui.note(f"{len(table)} granules in {time.perf_counter() - t0:.1f} s")
         params = query.params()
         params["catalog"] = _public(target)
         counts = {"found": len(table)}
-    filters: dict[str, Any] = {}
-    if max_files_per_year is not None:
-        filters["max_files_per_year"] = max_files_per_year
-    if month_list is not None:
-        filters["months"] = month_list
-    if filters:
-        before = len(table)
-        table = filter_granules(table, **filters)
-        ui.step(f"filter {filters}: {before} -> {len(table)} granules")
-        params["filters"] = filters
+    filters: dict[str, Any] = {"max_files_per_year": max_files_per_year, "months": month_list}
+    picked = select_granules(table, filters=filters)
+    if picked.filters:
+        ui.step(f"filter {picked.filters}: {len(table)} -> {len(picked.selected)} granules")
+        params["filters"] = picked.filters
+    table = picked.selected
     counts["selected"] = len(table)
     return table, (geometry, bbox_t), params, counts
-
-
-def _public(url: str) -> str:
-    """A URL without its query string and user info (they may hold tokens)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _store_exists(store: str, store_options: dict) -> bool:
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(store, **store_options)
-        return bool(fs.exists(path) and fs.ls(path, detail=False))
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # unreachable endpoints, permissions...
-        raise StoreError(
-            f"cannot check the output store {_public(store)}: {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def _is_itslive_store(store: str, store_options: dict) -> bool:
-    """True when ``store`` holds a cube written by itslive_dask (its build state is there)."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(store, **store_options)
-    base = path.rstrip("/")
-    if fs.exists(f"{base}/_itslive"):
-        return True
-    for meta in ("zarr.json", ".zattrs"):
-        try:
-            doc = json.loads(fs.cat_file(f"{base}/{meta}"))
-        except (FileNotFoundError, ValueError):
-            continue
-        attrs = doc.get("attributes", doc) if isinstance(doc, dict) else {}
-        if isinstance(attrs, dict) and (
-            "itslive_dask" in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
-        ):
-            return True
-    return False
-
-
-def _open_store(store: str, store_options: dict):
-    import warnings
-
-    import xarray as xr
-
-    if not _store_exists(store, store_options):
-        raise StoreError(f"no cube at {_public(store)}")
-    kwargs = {"storage_options": store_options} if "://" in store else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return xr.open_zarr(store, **kwargs)
-    except Exception as exc:  # zarr raises many types for a folder that is not a store
-        raise StoreError(
-            f"{_public(store)} is not a readable Zarr cube: {type(exc).__name__}: {exc}"
-        ) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -849,7 +781,10 @@ def cube(
     ] = None,
 ) -> None:
     """Build a velocity cube into a Zarr store (search or saved search -> Dask -> Zarr)."""
-    from itslive_dask.store.write import write_cube
+    from itslive_dask.cube.plan import DEFAULT_CHUNKS
+    from itslive_dask.pipeline import write_with_progress
+    from itslive_dask.spec import CubeSpec
+    from itslive_dask.store.write import check_output
 
     t_start = time.perf_counter()
     ui = _ui()
@@ -876,24 +811,11 @@ def cube(
         TargetGrid.from_bounds((0, 0, 1, 1), crs, resolution)  # validates CRS and resolution
     if layout not in ("map", "timeseries"):
         raise InvalidInputError(f"--layout must be map or timeseries, got {layout!r}")
-    # the time-series layout keeps its build state in the sibling <output>.map.zarr
-    state_store = f"{output.rstrip('/')}.map.zarr" if layout == "timeseries" else output
-    exists = _store_exists(output, sto) or (
-        state_store != output and _store_exists(state_store, sto)
-    )
-    if mode == "create" and exists:
-        raise StoreError(f"{_public(output)} already exists; use --resume, --append or --overwrite")
-    if mode in ("resume", "append") and not _store_exists(state_store, sto):
-        raise StoreError(
-            f"{_public(state_store)} does not exist; nothing to {mode} (drop --{mode})"
-        )
-    if mode == "overwrite" and any(
-        _store_exists(p, sto) and not _is_itslive_store(p, sto) for p in {output, state_store}
-    ):
-        raise StoreError(
-            f"refusing to overwrite {_public(output)}: it is not a cube written by itslive_dask "
-            "(remove it yourself if it should go)"
-        )
+    spec = CubeSpec(
+        crs=crs, resolution=resolution, variables=var_list, chunks=chunk_tuple or DEFAULT_CHUNKS,
+        resampling=resampling,
+    )  # validated before any search; the region is added once known
+    check_output(output, sto, mode=mode, layout=layout)  # before any search
 
     if granules is not None and not _is_search_file(granules):
         if any(v is not None for v in (start, end, catalog, max_files_per_year, months)):
@@ -914,38 +836,16 @@ def cube(
             raise InvalidInputError(
                 "the search found no granules; widen the region, dates or filters"
             )
+    spec = CubeSpec.build(spec, geometry=geometry, bbox=bbox_t)
     if geometry is None and bbox_t is None and mode in ("create", "overwrite"):
         ui.warn("no region given: the cube covers the union of the granule footprints")
     ui.step(f"building the cube ({mode}) -> {_public(output)}")
-    with ui.progress("cube blocks") as update, sigint_shield() as release:
-
-        def announce(message: str) -> None:
-            release()  # the workers are up: Ctrl-C reaches this process again
-            ui.note(message)
-
-        result = write_cube(
-            source,
-            output,
-            geometry,
-            bbox=bbox_t,
-            crs=crs,
-            resolution=resolution,
-            variables=var_list,
-            chunks=chunk_tuple,
-            resampling=resampling,
-            storage_options=so,
-            store_options=sto,
-            mode=mode,
-            zarr_format=zarr_format,
-            scheduler=scheduler,
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit,
-            retries=retries,
-            progress=update,
-            announce=announce,
-            layout=layout,
-        )
+    result = write_with_progress(
+        ui, source, output, spec=spec, storage_options=so, store_options=sto, mode=mode,
+        zarr_format=zarr_format, scheduler=scheduler, n_workers=workers,
+        threads_per_worker=threads_per_worker, memory_limit=memory_limit, retries=retries,
+        layout=layout,
+    )  # fmt: skip
     _cube_summary(result, counts, time.perf_counter() - t_start)
 
 
@@ -1097,20 +997,14 @@ def info(
     from rich.table import Table
 
     from itslive_dask.analysis import describe_cube, layer_counts
-    from itslive_dask.store.write import read_ledger
+    from itslive_dask.store.state import describe_build, open_store
 
     sto = parse_options(store_option, anon=anon, what="--store-option")
-    ds = _open_store(store, sto)
+    ds = open_store(store, sto)
     desc = describe_cube(ds)
     counts = layer_counts(ds)
-    state = _build_state(ds)
-    state_store = store
-    sibling = f"{store.rstrip('/')}.map.zarr"
-    if not state and _store_exists(sibling, sto):  # a time-series copy: state in the map store
-        state_store = sibling
-        state = _build_state(_open_store(sibling, sto))
-        state["text"] = f"{state.get('text', '')} (in {_public(sibling)})"
-    ledger = read_ledger(state_store, sto)
+    state = describe_build(store, sto)
+    ledger = state.pop("ledger")
     if as_json:
         doc = dict(desc, store=_public(store), layers_per_year=json.loads(counts.to_json(orient="index")),
                    ledger={"failed": ledger.get("failed", []), "skipped": len(ledger.get("skipped", []))},
@@ -1162,22 +1056,6 @@ def info(
         ui.out.print(f"  failed: {f.get('granule_id')}: {f.get('error')}")
 
 
-def _build_state(ds: Any) -> dict[str, Any]:
-    raw = ds.attrs.get("itslive_dask")
-    if raw is None:
-        return {}
-    try:
-        st = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    except ValueError:
-        return {}
-    gens = st.get("generations", [])
-    done = sum(1 for g in gens if g.get("complete"))
-    text = f"{len(gens)} generation(s), {done} complete"
-    if done < len(gens):
-        text += " (unfinished: run 'cube --resume' with the same granules)"
-    return {"generations": len(gens), "complete": done, "chunks": st.get("chunks"), "text": text}
-
-
 @app.command()
 def plot(
     store: Annotated[str, typer.Argument(help="Zarr cube (path or URL).")],
@@ -1217,6 +1095,7 @@ def plot(
         plot_speed_histogram,
         plot_yearly_mean,
     )
+    from itslive_dask.store.state import open_store
 
     sto = parse_options(store_option, anon=anon, what="--store-option")
     kinds = _split_list([kind]) or []
@@ -1231,7 +1110,7 @@ def plot(
         raise InvalidInputError("--kind timeseries needs --point LON,LAT")
     geometry, bbox_t = _region(polygon, bbox)
     outline = geometry if geometry is not None else (bbox_t and __import__("shapely").box(*bbox_t))
-    ds = _open_store(store, sto)
+    ds = open_store(store, sto)
     if var not in ds.data_vars:
         raise InvalidInputError(
             f"--var {var!r} is not in the cube; it has {', '.join(map(str, ds.data_vars))}"

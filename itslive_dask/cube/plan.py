@@ -17,12 +17,15 @@ Blocks
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.base
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -152,6 +155,18 @@ class CubePlan:
         return tuple(
             (k + self.t_offset - t_lo, self.refs[k]) for k in self.blocks.get(block, ())
         )
+
+    @functools.cached_property
+    def token(self) -> str:
+        """The plan's identity: grid, chunks, variables, resampling, region, first layer and
+        every granule (id, URL, EPSG). It names the graph's keys and the store's generations."""
+        h = hashlib.sha256()
+        for r in self.refs:  # a plain digest: dask's tokenize is slow on 10^5 tuples
+            h.update(f"{r.granule_id}\x00{r.url}\x00{r.epsg}\n".encode())
+        return dask.base.tokenize(
+            self.grid, self.chunks, self.variables, self.resampling,
+            shapely.to_wkb(self.region), self.t_offset, h.hexdigest(),
+        )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and reports."""

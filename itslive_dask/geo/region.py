@@ -30,7 +30,7 @@ __all__ = [
     "to_crs",
 ]
 
-Region = Any  # GeoJSON mapping | shapely geometry | WKT/JSON str | sequence of (lon, lat)
+from itslive_dask.types import Region
 
 
 def box_to_geojson(bbox: Sequence[float]) -> dict:

@@ -10,15 +10,20 @@ chunk size capped by ``max_mem``.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from typing import Any
 
 import dask
 import xarray as xr
+import zarr
 
 from itslive_dask.cube.plan import normalize_chunks
 from itslive_dask.errors import InvalidInputError, StoreError
+from itslive_dask.io.urls import redact_url, storage_kwargs
+from itslive_dask.store.state import TIMESERIES_ATTR
+from itslive_dask.store.target import resolve_target
 
 __all__ = ["TIMESERIES_CHUNKS", "rechunk_cube"]
 
@@ -65,7 +70,7 @@ def rechunk_cube(
     """
     t, y, x = normalize_chunks(chunks)
     try:
-        ds = xr.open_zarr(source, storage_options=source_options if "://" in source else None)
+        ds = xr.open_zarr(source, **storage_kwargs(source, source_options))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StoreError(f"cannot open cube {source}: {exc}") from None
     if "mid_date" not in ds.dims:
@@ -76,7 +81,11 @@ def rechunk_cube(
     out = ds.copy()
     # the copy is not a build target: drop the build state so write_cube refuses to resume it
     out.attrs = {k: v for k, v in ds.attrs.items() if k != "itslive_dask"}
-    out.attrs["layout"] = f"time-series chunks {target['mid_date']}x{target['y']}x{target['x']}, rechunked from {source}"
+    out.attrs["layout"] = f"time-series chunks {target['mid_date']}x{target['y']}x{target['x']}, rechunked from {redact_url(source)}"
+    marker = {"source": redact_url(source), "chunks": [target["mid_date"], target["y"], target["x"]]}
+    # written with the template, set to complete only once every chunk is written: a
+    # killed copy is readable but says it is incomplete
+    out.attrs[TIMESERIES_ATTR] = json.dumps(dict(marker, complete=False))
     for v in data_vars:
         out[v] = ds[v].chunk(target)
         out[v].encoding = {k: val for k, val in ds[v].encoding.items() if k in ("compressors", "_FillValue", "dtype")}
@@ -92,13 +101,16 @@ def rechunk_cube(
         warnings.simplefilter("ignore")
         write = out.to_zarr(
             dest, mode="w" if overwrite else "w-", compute=False, consolidated=True,
-            zarr_format=zarr_format, storage_options=dest_options if "://" in dest else None,
+            zarr_format=zarr_format, **storage_kwargs(dest, dest_options),
         )
         if client is not None:
             client.compute(write).result()
         else:
             write.compute()
-    return xr.open_zarr(dest, storage_options=dest_options if "://" in dest else None)
+        done = resolve_target(dest, dest_options).open_root("r+")
+        done.attrs[TIMESERIES_ATTR] = json.dumps(dict(marker, complete=True))
+        zarr.consolidate_metadata(done.store)
+    return xr.open_zarr(dest, **storage_kwargs(dest, dest_options))
 
 
 def _has_distributed(client: Any) -> bool:

@@ -378,16 +378,16 @@ def test_sigint_shield_restores_signal_and_config():
 
     import dask
 
-    from itslive_dask.cli.console import sigint_shield
+    from itslive_dask.cluster import sigint_shield
 
     before = signal.getsignal(signal.SIGINT)
     with sigint_shield() as release:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert "itslive_dask.cli.console" in dask.config.get("distributed.worker.preload")
+        assert "itslive_dask.cluster" in dask.config.get("distributed.worker.preload")
         release()
         assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGINT) is before
-    assert "itslive_dask.cli.console" not in (dask.config.get("distributed.worker.preload") or [])
+    assert "itslive_dask.cluster" not in (dask.config.get("distributed.worker.preload") or [])
     assert dask.config.get("distributed.scheduler.allowed-failures") is not None  # config intact
 
 

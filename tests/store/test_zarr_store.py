@@ -16,7 +16,8 @@ import xarray as xr
 
 from itslive_dask.cube.lazy import open_cube
 from itslive_dask.errors import StoreError
-from itslive_dask.store.write import read_ledger, write_cube
+from itslive_dask.store.state import read_ledger
+from itslive_dask.store.write import write_cube
 
 VARS = ("vx", "vy", "v", "v_error")
 

@@ -1,0 +1,114 @@
+"""Running a plan on a Dask cluster: one task per block, each writing its region and marker.
+
+Worker side, :func:`write_block_task` computes a block with the kernel, writes it into its
+Zarr region (aligned with the chunks), then writes the block's marker: the marker, not the
+data, says the block is done.
+"""
+
+from __future__ import annotations
+
+import resource
+import uuid
+from typing import Any
+
+import dask
+import shapely
+
+from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
+from itslive_dask.cube.plan import CubePlan
+from itslive_dask.store.state import STATE, list_markers, marker_name
+from itslive_dask.store.target import StoreTarget, put_json
+
+__all__ = ["run_plan", "write_block_task"]
+
+
+def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: Any, retries: int, progress: Any) -> dict[str, Any]:
+    """Compute and write the blocks of ``plan`` not done yet; counts of what happened."""
+    from distributed import as_completed
+
+    cfg = BlockConfig(
+        grid=plan.grid, variables=plan.variables, resampling=plan.resampling,
+        region_wkb=shapely.to_wkb(plan.region), storage_options=dict(storage_options or {}), retries=retries,
+        session=uuid.uuid4().hex,
+    )
+    markers = list_markers(target)
+    todo = []
+    n_skipped = 0
+    blocks = [b for b in plan.block_ids() if plan.blocks.get(b)]
+    for block in blocks:
+        name = marker_name(plan, block)
+        refs = plan.block_refs(block)
+        done = markers.get(name)
+        if done is None:
+            todo.append((block, name, refs, None))
+        elif done.get("failed"):
+            bad = {f["granule_id"] for f in done["failed"]}
+            todo.append((block, name, tuple(r for r in refs if r[1].granule_id in bad), done))
+        else:
+            n_skipped += 1
+    total = len(blocks)
+    stats = {"total": total, "written": 0, "skipped": n_skipped, "read": set(), "peak_rss": 0}
+    if progress:
+        progress(n_skipped, total)
+    if not todo:
+        return stats
+    cfg_future = client.scatter(cfg, broadcast=False, hash=False)
+    token = plan.token
+    futures = []
+    for block, name, refs, previous in todo:
+        ts, rs, cs = plan.block_slices(block)
+        futures.append(
+            client.submit(
+                write_block_task, cfg_future, refs, (ts.start, ts.stop), (rs.start, rs.stop), (cs.start, cs.stop),
+                target, name, previous, key=f"itslive-write-{name}-{token}", retries=0, pure=False,
+            )
+        )
+    done = n_skipped
+    for fut in as_completed(futures):
+        res = fut.result()
+        done += 1
+        stats["written"] += 1
+        stats["read"] |= set(res["read"])
+        stats["peak_rss"] = max(stats["peak_rss"], res["peak_rss"])
+        if progress:
+            progress(done, total)
+    return stats
+
+
+def write_block_task(cfg: BlockConfig, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous) -> dict[str, Any]:
+    """Worker side: compute one block, write it into its region, then write its marker."""
+    nt = t_range[1] - t_range[0]
+    out, report = read_block_with_report(cfg, refs, rows, cols, nt)
+    group = _open_group_cached(target)
+    ys, xs = slice(*rows), slice(*cols)
+    if previous is None:
+        for k, v in enumerate(cfg.variables):
+            group[v][t_range[0]: t_range[1], ys, xs] = out[k]
+        read = report.read
+    else:  # retry of failed granules: write only their layers
+        for pos, _ in refs:
+            t = t_range[0] + pos
+            for k, v in enumerate(cfg.variables):
+                group[v][t: t + 1, ys, xs] = out[k, pos: pos + 1]
+        read = sorted(set(previous.get("read", [])) | set(report.read))
+    content = {"read": read, "failed": report.failed}
+    put_json(target, (STATE, "blocks", marker), content)
+    return {"read": report.read, "failed": report.failed, "peak_rss": _peak_rss()}
+
+
+_GROUPS: dict[str, Any] = {}
+
+
+def _open_group_cached(target: StoreTarget):
+
+    key = dask.base.tokenize(target.url, target.storage_options)
+    grp = _GROUPS.get(key)
+    if grp is None:
+        grp = target.open_root("r+")
+        _GROUPS.clear()
+        _GROUPS[key] = grp
+    return grp
+
+
+def _peak_rss() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB

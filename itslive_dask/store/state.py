@@ -1,0 +1,251 @@
+"""A cube's build state: settings, generations, block markers and the failure ledger.
+
+The state lives beside the data in the store: the settings and generations as a JSON root
+attribute, one JSON marker per finished block and the ledger under ``_itslive/``.
+:func:`is_itslive_store` is the one answer to "is this a cube written by itslive_dask?".
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import shapely
+
+from itslive_dask.cube.plan import CubePlan
+from itslive_dask.errors import StoreError
+from itslive_dask.store.target import (
+    StoreTarget,
+    display,
+    exists,
+    map_store_url,
+    put_json,
+    resolve_target,
+)
+
+__all__ = [
+    "ATTR",
+    "STATE",
+    "STATE_VERSION",
+    "TIMESERIES_ATTR",
+    "describe_build",
+    "is_itslive_store",
+    "open_store",
+    "read_ledger",
+    "read_state",
+]
+
+STATE = "_itslive"
+
+
+ATTR = "itslive_dask"
+STATE_VERSION = 2  # 2: generation tokens are CubePlan.token
+
+
+def read_ledger(store: str, store_options: dict | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The failure ledger of a cube: ``{"failed": [...], "skipped": [...]}``.
+
+    Parameters
+    ----------
+    store
+        Path or URL of a cube written by :func:`itslive_dask.write_cube`.
+    store_options
+        fsspec options for a remote store.
+    """
+    target = resolve_target(store, store_options)
+    try:
+        return json.loads(target.fs().cat_file(target.path(STATE, "ledger.json")))
+    except FileNotFoundError:
+        return {"failed": [], "skipped": []}
+
+
+def read_state(target: StoreTarget) -> dict[str, Any] | None:
+    """The parsed build-state attribute, or None when the store has none."""
+    import zarr
+
+    try:
+        raw = target.open_root("r").attrs.get(ATTR)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
+        return None  # no store, or not a Zarr group
+    if raw is None:
+        return None
+    state = json.loads(raw) if isinstance(raw, str) else raw
+    if state.get("state_version") != STATE_VERSION:
+        raise StoreError(f"{display(target)} was written by an incompatible itslive_dask version")
+    return state
+
+
+def write_state(target: StoreTarget, state: dict[str, Any]) -> None:
+    import zarr
+
+    root = target.open_root("r+")
+    root.attrs[ATTR] = json.dumps(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(root.store)
+
+
+def state_from_plan(plan: CubePlan) -> dict[str, Any]:
+    return {
+        "state_version": STATE_VERSION,
+        "grid": asdict(plan.grid),
+        "chunks": list(plan.chunks),
+        "variables": list(plan.variables),
+        "resampling": plan.resampling,
+        "region_wkb_hex": shapely.to_wkb(plan.region, hex=True),
+        "generations": [],
+    }
+
+
+def generation(plan: CubePlan) -> dict[str, Any]:
+    return {"t_offset": plan.t_offset, "n_layers": plan.n_layers, "token": plan.token, "complete": False}
+
+
+def mark_generation_complete(target: StoreTarget, plan: CubePlan) -> None:
+    state = read_state(target)
+    token = plan.token
+    for gen in state["generations"]:
+        if gen["token"] == token:
+            gen["complete"] = True
+    write_state(target, state)
+
+
+def existing_ids(target: StoreTarget) -> list[str]:
+    return [str(v) for v in target.open_root("r")["granule_id"][:]]
+
+
+def store_shape(target: StoreTarget) -> tuple[int, int, int]:
+    root = target.open_root("r")
+    return (int(root["mid_date"].shape[0]), int(root["y"].shape[0]), int(root["x"].shape[0]))
+
+
+def marker_name(plan: CubePlan, block: tuple[int, int, int]) -> str:
+    ts = plan.block_slices(block)[0]
+    return f"{ts.start}-{ts.stop}_{block[1]}_{block[2]}.json"
+
+
+def list_markers(target: StoreTarget) -> dict[str, dict[str, Any]]:
+    fs = target.fs()
+    base = target.path(STATE, "blocks")
+    try:
+        paths = fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return {}
+    paths = [p for p in paths if p.endswith(".json")]
+    if not paths:
+        return {}
+    contents = fs.cat(paths)
+    return {posixpath.basename(p): json.loads(contents[p]) for p in paths}
+
+
+def finalize(target: StoreTarget) -> list[dict[str, Any]]:
+    """Collect failures from the markers and flag the failed layers in ``granule_status``."""
+    markers = list_markers(target)
+    failed = [dict(f, block=name[:-5]) for name, m in sorted(markers.items()) for f in m.get("failed", [])]
+    ids = np.array(existing_ids(target), dtype=object)
+    status = np.zeros(ids.size, dtype="int8")
+    status[np.isin(ids, [f["granule_id"] for f in failed])] = 1
+    target.open_root("r+")["granule_status"][:] = status
+    return failed
+
+
+def write_ledger(target: StoreTarget, failed, skipped) -> None:
+    previous = read_ledger(target.url, target.storage_options)
+    keep = {s["granule_id"]: s for s in previous.get("skipped", [])}
+    for s in skipped:
+        keep[s["granule_id"]] = s
+    put_json(target, (STATE, "ledger.json"), {"failed": failed, "skipped": list(keep.values())})
+
+
+#: Root attribute of a time-series copy made by :func:`itslive_dask.rechunk_cube`
+#: (JSON: source store, chunks, ``complete`` once every chunk is written).
+TIMESERIES_ATTR = "itslive_dask_timeseries"
+
+
+def _as_target(store: str | StoreTarget, store_options: dict | None) -> StoreTarget:
+    return store if isinstance(store, StoreTarget) else resolve_target(store, store_options)
+
+
+def is_itslive_store(store: str | StoreTarget, store_options: dict | None = None) -> bool:
+    """True when ``store`` is a cube written by :func:`itslive_dask.write_cube` (it carries
+    the build state), or a time-series copy of one.
+
+    Never raises for a missing or foreign path: the answer is then False.
+    """
+    target = _as_target(store, store_options)
+    try:
+        attrs = target.open_root("r").attrs
+    except Exception:  # no store, not a Zarr group, unreachable: not one of ours
+        return False
+    # copies made before TIMESERIES_ATTR existed are known by their title
+    return ATTR in attrs or TIMESERIES_ATTR in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
+
+
+def open_store(store: str | StoreTarget, store_options: dict | None = None) -> Any:
+    """Open a cube store lazily with xarray.
+
+    Raises
+    ------
+    StoreError
+        When nothing is there or it is not a readable Zarr cube.
+    """
+    import xarray as xr
+
+    target = _as_target(store, store_options)
+    if not exists(target):
+        raise StoreError(f"no cube at {display(target)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return xr.open_zarr(target.url, **target.zarr_kwargs())
+    except Exception as exc:  # zarr raises many types for a folder that is not a store
+        raise StoreError(
+            f"{display(target)} is not a readable Zarr cube: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def describe_build(store: str | StoreTarget, store_options: dict | None = None) -> dict[str, Any]:
+    """The build state of a cube in words and numbers, for ``itslive-dask info``.
+
+    A time-series copy keeps no state: the state of its ``.map.zarr`` work store is
+    described instead (``state_store`` says where it was found).
+
+    Returns
+    -------
+    dict
+        ``state_store``, ``generations``, ``complete``, ``chunks``, ``text``,
+        ``timeseries_complete`` (for time-series copies) and ``ledger``.
+    """
+    target = _as_target(store, store_options)
+    out: dict[str, Any] = {"state_store": display(target)}
+    attrs = target.open_root("r").attrs
+    copy = attrs.get(TIMESERIES_ATTR)
+    if copy is not None:
+        info = json.loads(copy) if isinstance(copy, str) else dict(copy)
+        out["timeseries_complete"] = bool(info.get("complete"))
+    state = read_state(target)
+    if state is None:
+        sibling = resolve_target(map_store_url(target.url), target.storage_options)
+        if exists(sibling):
+            state, target = read_state(sibling), sibling
+            out["state_store"] = display(sibling)
+    if state is None:
+        out["text"] = "no build state here (a time-series copy keeps it in <store>.map.zarr)"
+        out["ledger"] = {"failed": [], "skipped": []}
+        return out
+    gens = state.get("generations", [])
+    done = sum(1 for g in gens if g.get("complete"))
+    text = f"{len(gens)} generation(s), {done} complete"
+    if done < len(gens):
+        text += " (unfinished: run 'cube --resume' with the same granules)"
+    if out["state_store"] != display(_as_target(store, store_options)):
+        text += f" (in {out['state_store']})"
+    if copy is not None and not out["timeseries_complete"]:
+        text += "; the time-series copy is INCOMPLETE (rebuild it)"
+    out.update(generations=len(gens), complete=done, chunks=state.get("chunks"), text=text)
+    out["ledger"] = read_ledger(target.url, target.storage_options)
+    return out

@@ -1,0 +1,105 @@
+"""The Zarr template of a cube: metadata and coordinates written before any block.
+
+The template's data variables are chunked exactly like the plan's blocks (checked after
+writing, so two block tasks never share a Zarr chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from itslive_dask.cube.graph import cube_template
+from itslive_dask.cube.plan import CubePlan
+from itslive_dask.errors import StoreError
+from itslive_dask.store.state import (
+    ATTR,
+    STATE,
+    generation,
+    read_state,
+    state_from_plan,
+    write_state,
+)
+from itslive_dask.store.target import StoreTarget, display, exists
+
+__all__ = ["append_template", "check_alignment", "write_template"]
+
+
+def encoding(plan: CubePlan, zarr_format: int) -> dict[str, dict[str, Any]]:
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec
+
+        comp = {"compressors": (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)}
+    else:
+        from numcodecs import Blosc
+
+        comp = {"compressors": (Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE),)}
+    return {v: {"chunks": plan.chunks, "_FillValue": np.float32(np.nan), **comp} for v in plan.variables}
+
+
+def template_dataset(plan: CubePlan) -> xr.Dataset:
+    ds = cube_template(plan)
+    ds = ds.assign_coords(granule_status=("mid_date", np.zeros(plan.n_layers, dtype="int8"), {"flag_values": [0, 1], "flag_meanings": "read failed"}))
+    for v in plan.variables:  # explicit attribute: the encoding= of to_zarr would drop it
+        ds[v].encoding.pop("grid_mapping", None)
+        ds[v].attrs["grid_mapping"] = "mapping"
+    for name in ds.coords:
+        if ds[name].dtype.kind in "UO":
+            ds[name] = ds[name].astype(object)
+    return ds
+
+
+def write_template(plan: CubePlan, target: StoreTarget, *, zarr_format: int, overwrite: bool) -> None:
+    """Write the template of a new cube (replacing the store when ``overwrite``)."""
+    if overwrite and exists(target):
+        target.fs().rm(target.path(), recursive=True)
+    ds = template_dataset(plan)
+    state = state_from_plan(plan)
+    state["generations"] = [generation(plan)]
+    ds.attrs[ATTR] = json.dumps(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(
+            target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
+            encoding=encoding(plan, zarr_format), **target.zarr_kwargs(),
+        )
+        import zarr
+
+        root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
+        root.create_group(STATE, attributes={"description": "itslive_dask build state (block markers, ledger)"})
+    check_alignment(target, plan)
+
+
+def append_template(plan: CubePlan, target: StoreTarget) -> None:
+    """Extend an existing cube's template with the layers of ``plan`` (a new generation)."""
+    ds = template_dataset(plan)
+    ds = ds.drop_vars([v for v in ("x", "y", "mapping") if v in ds.variables])
+    state = read_state(target)
+    state["generations"].append(generation(plan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.attrs = {}
+        ds.to_zarr(target.url, mode="a", append_dim="mid_date", compute=False, consolidated=True, **target.zarr_kwargs())
+    write_state(target, state)
+    check_alignment(target, plan)
+
+
+def check_alignment(target: StoreTarget, plan: CubePlan) -> None:
+    """Raise :class:`StoreError` unless the store's chunks match the plan's blocks."""
+    import zarr
+
+    root = zarr.open_group(target.url, mode="r", **target.zarr_kwargs())
+    for v in plan.variables:
+        arr = root[v]
+        if tuple(arr.chunks) != tuple(plan.chunks):
+            raise StoreError(f"{display(target)}: Zarr chunks {arr.chunks} of {v} differ from the blocks {plan.chunks}")
+    t = plan.chunks[0]
+    for block in plan.block_ids():
+        ts = plan.block_slices(block)[0]
+        # a block may start mid-chunk only where the cube's previous layers end (append)
+        if (ts.start % t and ts.start != plan.t_offset) or (ts.stop % t and ts.stop != plan.t_offset + plan.n_layers):
+            raise StoreError(f"block {block} is not aligned with the Zarr chunks along mid_date")
