@@ -23,11 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from itslive_dask._optional import require
 from itslive_dask.analysis import _crs_label, as_strings, cube_crs, yearly_mean
 from itslive_dask.errors import InvalidInputError
+
+require("matplotlib", "the figures (itslive_dask.plots)")
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = [
     "plot_granule_counts",

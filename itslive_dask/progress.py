@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from itslive_dask._optional import require
+
 ProgressArg = bool | Callable[[int, int], Any] | None
 
 
@@ -30,6 +32,7 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self._use_bar:
+            require("rich", "progress bars (progress=True)")
             from rich.console import Console
             from rich.progress import (
                 BarColumn,

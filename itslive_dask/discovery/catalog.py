@@ -14,11 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import fsspec
 import geopandas as gpd
 
 from itslive_dask.discovery.stac import items_to_table, row_to_item
 from itslive_dask.errors import InvalidInputError, SearchError
+from itslive_dask.io.files import open_binary, put_atomic
 from itslive_dask.progress import ProgressArg
 from itslive_dask.table import COLUMNS, empty_granule_table, granule_table, validate_granule_table
 
@@ -74,7 +74,7 @@ def load_catalog(path: str | os.PathLike, storage_options: dict | None = None) -
     path = os.fspath(path)
     kind = _kind(path)
     try:
-        with fsspec.open(path, "rb", **(storage_options or {})) as f:
+        with open_binary(path, storage_options) as f:
             if kind == "parquet":
                 table = gpd.read_parquet(f)
             else:
@@ -160,7 +160,7 @@ def save_catalog(
     else:
         items = table_to_stac_items(table)
         payload = json.dumps({"type": "FeatureCollection", "features": items}).encode()
-    _write_bytes(path, payload, storage_options)
+    put_atomic(path, payload, storage_options)
     logger.info("wrote catalog %s (%d granules)", path, len(table))
     return path
 
@@ -171,19 +171,6 @@ def _parquet_bytes(table: gpd.GeoDataFrame) -> bytes:
     buf = io.BytesIO()
     table.to_parquet(buf, index=False)
     return buf.getvalue()
-
-
-def _write_bytes(path: str, payload: bytes, storage_options: dict | None) -> None:
-    fs, fpath = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    if "file" in fs.protocol or fs.protocol == "local":
-        folder = os.path.dirname(os.path.abspath(fpath))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(fpath)}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, fpath)
-    else:
-        fs.pipe_file(fpath, payload)
 
 
 def table_to_stac_items(

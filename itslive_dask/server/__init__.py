@@ -5,7 +5,12 @@
 ...     print(srv.url)
 """
 
-from itslive_dask.server.app import create_app
-from itslive_dask.server.runner import LocalSearchServer, serve
+from itslive_dask._optional import require
+
+require("fastapi", "the search server (itslive_dask.server)")
+require("uvicorn", "the search server (itslive_dask.server)")
+
+from itslive_dask.server.app import create_app  # noqa: E402
+from itslive_dask.server.runner import LocalSearchServer, serve  # noqa: E402
 
 __all__ = ["LocalSearchServer", "create_app", "serve"]

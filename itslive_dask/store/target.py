@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from itslive_dask.errors import InvalidInputError
+from itslive_dask.io.files import TMP_MARK, put_atomic
 from itslive_dask.io.urls import is_remote, local_path, storage_kwargs, url_to_fs
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "StoreTarget",
     "display",
     "exists",
-    "is_zarr_group",
     "map_store_url",
     "put_json",
     "remove_leftovers",
@@ -115,27 +115,11 @@ def remove_leftovers(target: StoreTarget) -> None:
         return
     for root, _, files in os.walk(target.url):
         for name in files:
-            if name.endswith(".partial") or ".json.tmp-" in name:
+            if name.endswith(".partial") or f".json{TMP_MARK}" in name:
                 os.remove(os.path.join(root, name))
                 log.info("removed leftover %s", os.path.join(root, name))
 
 
-def is_zarr_group(target: StoreTarget) -> bool:
-    """True when the store holds Zarr group metadata (format 2 or 3)."""
-    fs = target.fs()
-    return any(fs.exists(target.path(name)) for name in ("zarr.json", ".zgroup"))
-
-
 def put_json(target: StoreTarget, parts: tuple[str, ...], content: Any) -> None:
     """Write ``content`` as JSON at ``parts`` inside the store, atomically."""
-    data = json.dumps(content, indent=1, default=str).encode()
-    fs = target.fs()
-    path = target.path(*parts)
-    if not is_remote(target.url):  # local: atomic rename
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:  # object stores: a PUT is atomic
-        fs.pipe_file(path, data)
+    put_atomic(target.join(*parts), json.dumps(content, indent=1, default=str).encode(), target.storage_options)

@@ -30,6 +30,7 @@ import time
 import urllib.request
 from typing import Any
 
+from itslive_dask._optional import require
 from itslive_dask.errors import InvalidInputError, ItsliveDaskError
 
 __all__ = ["LocalS3"]
@@ -77,6 +78,7 @@ class LocalS3:
         with self._lock:
             if self._server is not None:
                 return self
+            require("moto", "the local S3 server (LocalS3)")
             from moto.server import ThreadedMotoServer
 
             _quiet_request_log()
