@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One command for a fresh machine: install, lint, then run the default test suite (slow
+# One command for a fresh machine: install, lint, type-check, then run the default test suite (slow
 # benchmarks are excluded by the pytest configuration; run them with `-m slow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/bootstrap.sh
 .venv/bin/ruff check itslive_dask tests benchmarks
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

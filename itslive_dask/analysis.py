@@ -196,7 +196,7 @@ def _period_mean(
         cube = _check_cube(cube, var)
         out, count = _grouped_mean(cube, var, key, weighted)
         name, what = var, f"{label} mean of {var}"
-    out = out.assign_coords(count=count.astype("int32"))
+    out = out.assign_coords(count=count.astype("int32"))  # type: ignore[union-attr]
     out["count"].attrs = {
         "description": "number of layers with data that enter the mean at each pixel"
     }

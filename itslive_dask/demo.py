@@ -190,12 +190,14 @@ def truth_accuracy(
     from itslive_dask.testing.synthetic import time_factor, truth_velocity
 
     ds = cube if isinstance(cube, xr.Dataset) else xr.open_zarr(str(cube))
-    for v in ("vx", "vy", "v"):
-        if v not in ds.data_vars:
-            raise InvalidInputError(f"truth_accuracy needs {v!r} in the cube")
+    for name in ("vx", "vy", "v"):
+        if name not in ds.data_vars:
+            raise InvalidInputError(f"truth_accuracy needs {name!r} in the cube")
     from itslive_dask.analysis import cube_crs
 
-    epsg = int(cube_crs(ds).to_epsg())
+    epsg = cube_crs(ds).to_epsg()
+    if epsg is None:
+        raise InvalidInputError("the cube's CRS has no EPSG code")
     x = np.asarray(ds["x"].values, "float64")
     y = np.asarray(ds["y"].values, "float64")
     X, Y = np.meshgrid(x, y)

@@ -34,15 +34,18 @@ class GranuleError(ItsliveDaskError):
         The path or URL of the granule.
     problem
         What is wrong, in a few words.
+    attempts
+        How many times reading it was tried.
     """
 
-    def __init__(self, source: str, problem: str):
+    def __init__(self, source: str, problem: str, attempts: int = 1):
         self.source = str(source)
         self.problem = problem
+        self.attempts = attempts
         super().__init__(f"{self.source}: {problem}")
 
-    def __reduce__(self):  # keep the two-argument signature picklable (dask workers)
-        return (type(self), (self.source, self.problem))
+    def __reduce__(self):  # keep the signature picklable (dask workers)
+        return (type(self), (self.source, self.problem, self.attempts))
 
 
 class SearchError(ItsliveDaskError):

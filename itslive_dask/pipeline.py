@@ -45,7 +45,7 @@ def select_granules(
     catalog: Any = None,
     storage_options: StorageOptions | None = None,
     filters: Mapping[str, Any] | None = None,
-    progress: Callable[[int, int], None] | bool | None = None,
+    progress: Callable[[int, int | None], Any] | None = None,
 ) -> Selection:
     """Search with ``query`` and apply ``filters``.
 
@@ -71,7 +71,8 @@ def select_granules(
 
     if isinstance(query, SearchQuery):
         found = run_query(
-            query, catalog=catalog or DEFAULT_STAC_URL, storage_options=storage_options,
+            query, catalog=catalog or DEFAULT_STAC_URL,
+            storage_options=dict(storage_options) if storage_options else None,
             progress=progress,
         )  # fmt: skip
     else:

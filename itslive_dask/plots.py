@@ -138,6 +138,7 @@ def plot_granule_counts(
     dates, sensors = _dates_and_sensors(data)
     what = "cube layers" if isinstance(data, xr.Dataset | xr.DataArray) else "granules"
     df = pd.DataFrame({"key": dates.year if by == "year" else dates.month, "sensor": sensors})
+    index: pd.Index
     if by == "month":
         index = pd.Index(range(1, 13), name="month")
     elif len(df):

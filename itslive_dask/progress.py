@@ -24,8 +24,8 @@ class Reporter:
         self.total = total
         self.done = 0
         self._callback = progress if callable(progress) else None
-        self._bar = None
-        self._task = None
+        self._bar: Any = None
+        self._task: Any = None
         self._use_bar = progress is True
         self._description = description
         self._total_bytes = total_bytes
@@ -50,10 +50,11 @@ class Reporter:
             else:
                 columns += [MofNCompleteColumn()]
             columns.append(TimeRemainingColumn())
-            self._bar = Progress(*columns, console=Console(stderr=True), transient=False)
-            self._bar.start()
+            bar = Progress(*columns, console=Console(stderr=True), transient=False)
+            bar.start()
             total = self._total_bytes if self._total_bytes is not None else self.total
-            self._task = self._bar.add_task(self._description, total=total)
+            self._task = bar.add_task(self._description, total=total)
+            self._bar = bar
         return self
 
     def advance(self, items: int = 1, nbytes: int = 0) -> None:

@@ -813,7 +813,7 @@ def cube(
         raise InvalidInputError(f"--layout must be map or timeseries, got {layout!r}")
     spec = CubeSpec(
         crs=crs, resolution=resolution, variables=var_list, chunks=chunk_tuple or DEFAULT_CHUNKS,
-        resampling=resampling,
+        resampling=resampling,  # type: ignore[arg-type]  # validated by CubeSpec
     )  # validated before any search; the region is added once known
     check_output(output, sto, mode=mode, layout=layout)  # before any search
 
@@ -972,7 +972,7 @@ def serve(
         _ui().warn(f"listening on {host}: the catalog is reachable from other machines")
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     ui = _ui()
-    ui.step(f"serving {_public(catalog)}")
+    ui.step(f"serving {_public(str(catalog))}")
     ui.note(f"STAC API      {base}   (itslive-dask search --catalog {base} ...)")
     ui.note(f"legacy API    {base}/velocities/urls/   (--catalog legacy+{base})")
     ui.note("press Ctrl-C to stop")

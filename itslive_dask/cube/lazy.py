@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import geopandas as gpd
 import xarray as xr
@@ -131,7 +130,9 @@ def make_plan(
     )  # fmt: skip
 
 
-def resolve_granules(granules: Any, *, storage_options: dict | None = None, max_workers: int = 16) -> gpd.GeoDataFrame:
+def resolve_granules(
+    granules: Granules, *, storage_options: StorageOptions | None = None, max_workers: int = 16
+) -> gpd.GeoDataFrame:
     """Turn what users pass as ``granules`` into a complete granule table.
 
     A granule table is validated; rows without footprint or EPSG (e.g. from the legacy API)
@@ -161,7 +162,9 @@ def resolve_granules(granules: Any, *, storage_options: dict | None = None, max_
     return _header_table(sources, storage_options, max_workers)
 
 
-def _header_table(sources: list[str], storage_options: dict | None, max_workers: int) -> gpd.GeoDataFrame:
+def _header_table(
+    sources: list[str], storage_options: StorageOptions | None, max_workers: int
+) -> gpd.GeoDataFrame:
     from itslive_dask.io.listing import read_headers
 
     infos, failures = read_headers(sources, storage_options, max_workers=max_workers)

@@ -323,7 +323,8 @@ def plan_cube(
         lay_sorted = lay[order]
         cut = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1
         for key_rows, lays in zip(np.split(keys, cut), np.split(lay_sorted, cut), strict=True):
-            blocks[tuple(int(v) for v in key_rows[0])] = tuple(int(v) for v in lays)
+            tb_, iy_, ix_ = (int(v) for v in key_rows[0])
+            blocks[(tb_, iy_, ix_)] = tuple(int(v) for v in lays)
     plan = CubePlan(
         grid=grid,
         chunks=chunk_tuple,

@@ -220,7 +220,7 @@ def check_separation(
     min_separation: float | None, max_separation: float | None
 ) -> tuple[float | None, float | None]:
     """Validate separation bounds in days (non-negative, min <= max)."""
-    vals = []
+    vals: list[float | None] = []
     for name, v in (("min_separation", min_separation), ("max_separation", max_separation)):
         if v is None:
             vals.append(None)

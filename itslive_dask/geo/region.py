@@ -155,7 +155,7 @@ def _to_shapely(geometry: Region) -> shapely.Geometry:
         except Exception as exc:  # shapely raises several types for bad GeoJSON
             raise InvalidInputError(f"region is not a valid GeoJSON geometry: {exc}") from None
     if isinstance(geometry, Sequence):
-        return _polygon_from_pairs(geometry)
+        return _polygon_from_pairs(geometry)  # type: ignore[arg-type]
     raise InvalidInputError(f"cannot use {type(geometry).__name__} as a region")
 
 

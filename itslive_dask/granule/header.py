@@ -161,7 +161,7 @@ def _grid_mapping(names: Collection[str], objs: Mapping[str, Any], src: str) -> 
             raise GranuleError(
                 src, f"unknown grid mapping {gm!r} (no spatial_epsg and no EPSG-coded crs_wkt)"
             )
-    if not _is_projected_epsg(code):
+    if code is None or not _is_projected_epsg(code):
         raise GranuleError(
             src, f"unknown grid mapping {gm!r}: EPSG:{code} is not a known projected CRS"
         )

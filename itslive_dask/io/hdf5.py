@@ -77,7 +77,7 @@ def open_h5(
         h5 = _h5_file(local, src)
     else:
         data, _ = fetch_granule(src, storage_options, RetryPolicy(retries=0))
-        h5 = _h5_file(io.BytesIO(data), src)
+        h5 = _h5_file(io.BytesIO(data) if isinstance(data, bytes) else data, src)
     try:
         yield h5
     finally:

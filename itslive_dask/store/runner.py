@@ -32,7 +32,7 @@ def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: 
         session=uuid.uuid4().hex,
     )
     markers = list_markers(target)
-    todo = []
+    todo: list[tuple[tuple[int, int, int], str, Any, dict[str, Any] | None]] = []
     n_skipped = 0
     blocks = [b for b in plan.block_ids() if plan.blocks.get(b)]
     for block in blocks:
@@ -47,7 +47,7 @@ def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: 
         else:
             n_skipped += 1
     total = len(blocks)
-    stats = {"total": total, "written": 0, "skipped": n_skipped, "read": set(), "peak_rss": 0}
+    stats: dict[str, Any] = {"total": total, "written": 0, "skipped": n_skipped, "read": set(), "peak_rss": 0}
     if progress:
         progress(n_skipped, total)
     if not todo:
@@ -63,15 +63,15 @@ def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: 
                 target, name, previous, key=f"itslive-write-{name}-{token}", retries=0, pure=False,
             )
         )
-    done = n_skipped
+    finished = n_skipped
     for fut in as_completed(futures):
         res = fut.result()
-        done += 1
+        finished += 1
         stats["written"] += 1
         stats["read"] |= set(res["read"])
         stats["peak_rss"] = max(stats["peak_rss"], res["peak_rss"])
         if progress:
-            progress(done, total)
+            progress(finished, total)
     return stats
 
 

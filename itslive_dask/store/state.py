@@ -105,8 +105,16 @@ def generation(plan: CubePlan) -> dict[str, Any]:
     return {"t_offset": plan.t_offset, "n_layers": plan.n_layers, "token": plan.token, "complete": False}
 
 
-def mark_generation_complete(target: StoreTarget, plan: CubePlan) -> None:
+def require_state(target: StoreTarget) -> dict[str, Any]:
+    """The build state, or a :class:`StoreError` saying the store has none."""
     state = read_state(target)
+    if state is None:
+        raise StoreError(f"{display(target)} has lost its itslive_dask build state")
+    return state
+
+
+def mark_generation_complete(target: StoreTarget, plan: CubePlan) -> None:
+    state = require_state(target)
     token = plan.token
     for gen in state["generations"]:
         if gen["token"] == token:

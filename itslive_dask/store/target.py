@@ -12,8 +12,9 @@ import logging
 import os
 import posixpath
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.io.files import TMP_MARK, put_atomic
@@ -66,7 +67,7 @@ class StoreTarget:
         """Keyword arguments for xarray/zarr openers (storage options for remote stores)."""
         return storage_kwargs(self.url, self.storage_options)
 
-    def open_root(self, mode: str = "r"):
+    def open_root(self, mode: Literal["r", "r+", "a", "w", "w-"] = "r"):
         """The root Zarr group, read from the stores themselves (not consolidated metadata).
 
         Zarr's warnings about the ``_itslive`` state folder and consolidated metadata in
@@ -79,7 +80,9 @@ class StoreTarget:
             return zarr.open_group(self.url, mode=mode, use_consolidated=False, **self.zarr_kwargs())
 
 
-def resolve_target(store: str | os.PathLike, store_options: dict | None = None) -> StoreTarget:
+def resolve_target(
+    store: str | os.PathLike[str], store_options: Mapping[str, Any] | None = None
+) -> StoreTarget:
     """The :class:`StoreTarget` of a path or URL (local paths made absolute)."""
     if not isinstance(store, str | os.PathLike) or not str(store).strip():
         raise InvalidInputError(f"store must be a path or URL, got {store!r}")

@@ -16,14 +16,7 @@ import xarray as xr
 from itslive_dask.cube.graph import cube_template
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
-from itslive_dask.store.state import (
-    ATTR,
-    STATE,
-    generation,
-    read_state,
-    state_from_plan,
-    write_state,
-)
+from itslive_dask.store.state import ATTR, STATE, generation, require_state, state_from_plan
 from itslive_dask.store.target import StoreTarget, display, exists
 
 __all__ = ["append_template", "check_alignment", "write_template"]
@@ -78,13 +71,15 @@ def append_template(plan: CubePlan, target: StoreTarget) -> None:
     """Extend an existing cube's template with the layers of ``plan`` (a new generation)."""
     ds = template_dataset(plan)
     ds = ds.drop_vars([v for v in ("x", "y", "mapping") if v in ds.variables])
-    state = read_state(target)
+    state = require_state(target)
     state["generations"].append(generation(plan))
+    # to_zarr(mode="a") replaces the root attributes: keep them all, and record the new
+    # generation in the same metadata write that extends the arrays
+    ds.attrs = dict(target.open_root("r").attrs)
+    ds.attrs[ATTR] = json.dumps(state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds.attrs = {}
         ds.to_zarr(target.url, mode="a", append_dim="mid_date", compute=False, consolidated=True, **target.zarr_kwargs())
-    write_state(target, state)
     check_alignment(target, plan)
 
 
@@ -95,6 +90,8 @@ def check_alignment(target: StoreTarget, plan: CubePlan) -> None:
     root = zarr.open_group(target.url, mode="r", **target.zarr_kwargs())
     for v in plan.variables:
         arr = root[v]
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(f"{display(target)}: {v} is not an array")
         if tuple(arr.chunks) != tuple(plan.chunks):
             raise StoreError(f"{display(target)}: Zarr chunks {arr.chunks} of {v} differ from the blocks {plan.chunks}")
     t = plan.chunks[0]

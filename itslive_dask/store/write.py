@@ -223,7 +223,7 @@ def write_cube(
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
         table = resolve_granules(source, storage_options=storage_options)
-    stats = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
+    stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
         client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
@@ -380,7 +380,11 @@ def _dropped_rows(plan: CubePlan) -> list[dict[str, Any]]:
     return [{"granule_id": g, "reason": r} for g, r in zip(plan.dropped["granule_id"], plan.dropped["reason"], strict=True)]
 
 
-def _plans_for_existing(target: StoreTarget, state: dict, table, mode: str):
+def _plans_for_existing(
+    target: StoreTarget, state: dict[str, Any] | None, table: Any, mode: str
+) -> tuple[list[CubePlan], int, list[dict[str, Any]]]:
+    if state is None:
+        raise StoreError(f"{display(target)} has no build state to {mode}")
     """Plans to run on an existing store: an unfinished generation first, then new granules."""
     grid = TargetGrid(**state["grid"])
     region = shapely.from_wkb(bytes.fromhex(state["region_wkb_hex"]))

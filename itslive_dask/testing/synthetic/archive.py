@@ -168,7 +168,7 @@ def _stac_collection(specs: list[GranuleSpec], table: gpd.GeoDataFrame) -> dict[
         t0 = _iso_z(min(s.acquisition_img1 for s in specs))
         t1 = _iso_z(max(s.acquisition_img2 for s in specs))
     else:
-        t0 = t1 = None
+        t0 = t1 = None  # type: ignore[assignment]
     return {
         "type": "Collection",
         "id": "itslive-granules",
@@ -354,7 +354,7 @@ def generate_archive(
             if processes:
                 fut = executor.submit(_write_one, spec, dest, target.storage_options, https_base)
             else:
-                fut = executor.submit(lambda s=spec: target.write(s.key, generate_granule(s)))
+                fut = executor.submit(_write_to, target, spec)
             pending[fut] = spec
 
         for spec in it:
@@ -410,3 +410,7 @@ def read_catalog(
     except FileNotFoundError:
         raise InvalidInputError(f"no synthetic catalog at {target.url(CATALOG_PARQUET)}") from None
     return gpd.read_parquet(io.BytesIO(data))
+
+
+def _write_to(target: Any, spec: Any) -> None:
+    target.write(spec.key, generate_granule(spec))

@@ -229,7 +229,7 @@ def _to_datetime64(time: Any) -> np.ndarray:
     if isinstance(ts, pd.Timestamp):
         if ts.tzinfo is not None:
             ts = ts.tz_convert("UTC").tz_localize(None)
-        return np.datetime64(ts.to_datetime64(), "ns")
+        return ts.to_datetime64().astype("datetime64[ns]")
     idx = pd.DatetimeIndex(ts)
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
