@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from bench_common import best_of, peak_rss_self
 
+from itslive_dask.cache import LRU
+
 log = logging.getLogger(__name__)
 
 VELOCITY = ("vx", "vy", "v", "v_error")
@@ -143,14 +145,16 @@ def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 
 
 
 def _clear_caches(B, geometry: bool = True) -> None:
-    """Empty the per-process caches of :mod:`itslive_dask.cube.kernel` (those that exist)."""
-    names = ["MASK_CACHE", "INFO_CACHE", "BYTES_CACHE"] + (["GEOMETRY_CACHE"] if geometry else [])
-    for name in names:
-        cache = getattr(B, name, None)
+    """Empty the per-process caches of the block kernel and of the byte fetcher."""
+    from itslive_dask.io import fetch
+
+    caches = [getattr(B, n, None) for n in ("MASK_CACHE", "INFO_CACHE")]
+    caches.append(fetch.BYTES_CACHE)
+    if geometry:
+        caches.append(B.GEOMETRY_CACHE)
+    for cache in caches:
         if cache is not None:
-            cache.data.clear()
-            if hasattr(cache, "nbytes"):
-                cache.nbytes = 0
+            cache.clear()
 
 
 def _busiest_block(plan, epsg: int | None = None):
@@ -192,7 +196,7 @@ def run_cache(plan, epsg: int | None = None, repeat: int = 2) -> dict[str, Any]:
     saved = B.GEOMETRY_CACHE
     try:
         for label, maxsize in (("cache", saved.maxsize), ("no_cache", 0)):
-            B.GEOMETRY_CACHE = B._LRU(maxsize=maxsize)
+            B.GEOMETRY_CACHE = LRU(maxsize=maxsize)
             _clear_caches(B, geometry=False)
             t0 = time.perf_counter()
             B.read_block(cfg, refs, rows, cols, nt)  # cold: first call fills the cache

@@ -13,6 +13,8 @@ from bench_read import (
     run_transform,
 )
 
+from itslive_dask.cache import LRU
+
 pytestmark = pytest.mark.slow
 
 
@@ -56,7 +58,7 @@ def test_geometry_cache_does_not_change_values(one_crs_archive):
     warm = B.read_block(*args)
     saved = B.GEOMETRY_CACHE
     try:
-        B.GEOMETRY_CACHE = B._LRU(maxsize=0)
+        B.GEOMETRY_CACHE = LRU(maxsize=0)
         none = B.read_block(*args)
     finally:
         B.GEOMETRY_CACHE = saved

@@ -27,6 +27,7 @@ import typer
 
 from itslive_dask.cli.console import UI, scrub, secret_values
 from itslive_dask.errors import InvalidInputError, ItsliveDaskError
+from itslive_dask.io.urls import is_remote
 from itslive_dask.io.urls import redact_url as _public
 
 __all__ = ["app", "main"]
@@ -325,7 +326,7 @@ def save_search(table: Any, path: str, params: dict[str, Any]) -> str:
         raise InvalidInputError(
             f"--output {path!r}: use a .parquet, .geojson, .json, .ndjson or .csv file name"
         )
-    if "://" not in path:
+    if not is_remote(path):
         parent = Path(path).expanduser().resolve().parent
         if not parent.is_dir():
             raise InvalidInputError(f"--output {path}: folder {parent} does not exist")
@@ -335,7 +336,7 @@ def save_search(table: Any, path: str, params: dict[str, Any]) -> str:
         flat.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f")
     else:
         save_catalog(table, path)
-    if "://" not in path:
+    if not is_remote(path):
         _query_file(path).write_text(json.dumps(params, indent=1, default=str))
     return path
 
@@ -349,7 +350,7 @@ def load_search(path: str, storage_options: dict | None = None) -> tuple[Any, di
     from itslive_dask.discovery.catalog import load_catalog
     from itslive_dask.table import validate_granule_table
 
-    if "://" not in path and not os.path.exists(path):
+    if not is_remote(path) and not os.path.exists(path):
         raise InvalidInputError(f"--granules {path}: no such file")
     if path.lower().endswith(".csv"):
         try:
@@ -362,7 +363,7 @@ def load_search(path: str, storage_options: dict | None = None) -> tuple[Any, di
         table = load_catalog(path, storage_options=storage_options)
     params: dict[str, Any] = {}
     qf = _query_file(path)
-    if "://" not in path and qf.is_file():
+    if not is_remote(path) and qf.is_file():
         try:
             params = json.loads(qf.read_text())
         except ValueError:

@@ -25,6 +25,7 @@ from itslive_dask.discovery.query import SearchQuery, make_query, select
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.geo.footprints import FootprintIndex
 from itslive_dask.geo.region import box_to_geojson, polygon_to_geojson
+from itslive_dask.io.urls import is_remote, local_path
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -191,9 +192,9 @@ def _load_cached(
     unchanged local file (keyed by path, size and modification time)."""
     from itslive_dask.discovery.catalog import load_catalog
 
-    local = path[len("file://") :] if path.startswith("file://") else path
+    local = local_path(path)
     stamp = None
-    if "://" not in local:
+    if local is not None:
         try:
             st = os.stat(local)
             stamp = (os.path.abspath(local), st.st_size, st.st_mtime_ns)
@@ -237,7 +238,7 @@ def resolve_catalog(catalog: Any) -> tuple[str, Any]:
         return "file", text
     if text.startswith(("http://", "https://")):
         return "stac", text
-    if "://" in text:
+    if is_remote(text):
         raise InvalidInputError(
             f"catalog {text!r}: a remote catalog file must end with .parquet, .geojson, "
             ".json or .ndjson"
