@@ -20,15 +20,13 @@ from itslive_dask.cube.reproject import RESAMPLING
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.geo.grid import PRODUCTION_ANCHOR, TargetGrid
 from itslive_dask.geo.region import default_crs, parse_region, to_crs
-from itslive_dask.granule.info import KNOWN_VARIABLES, VELOCITY_VARIABLES
+from itslive_dask.granule.info import CATEGORICAL_VARIABLES, KNOWN_VARIABLES, VELOCITY_VARIABLES
 from itslive_dask.types import BBox, CRSLike, Region, Resampling
 
 __all__ = ["CATEGORICAL_VARIABLES", "DEFAULT_VARIABLES", "MAX_PIXELS", "CubeSpec"]
 
 #: Variables built when none are named.
 DEFAULT_VARIABLES: tuple[str, ...] = VELOCITY_VARIABLES
-#: Flag variables: always resampled with nearest neighbour (a blend of flags means nothing).
-CATEGORICAL_VARIABLES: frozenset[str] = frozenset({"interp_mask"})
 #: Largest grid (pixels per layer) a spec accepts.
 MAX_PIXELS = 2**34
 

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import operator
 from typing import Any
 
 import dask
@@ -16,7 +18,7 @@ import shapely
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from itslive_dask.cube.kernel import BlockConfig, empty_block, read_block
+from itslive_dask.cube.kernel import BlockConfig, empty_block, read_block, read_block_flagged
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.types import StorageOptions
@@ -42,15 +44,24 @@ VARIABLE_ATTRS: dict[str, dict[str, str]] = {
 }
 
 
-def cube_from_plan(plan: CubePlan, *, storage_options: StorageOptions | None = None) -> xr.Dataset:
+def cube_from_plan(
+    plan: CubePlan, *, storage_options: StorageOptions | None = None, on_error: str = "raise"
+) -> xr.Dataset:
     """Build the lazy Dataset of a plan: one task per output block, shared config once.
 
     The graph has one task per block of the plan (plus one slicing task per block and
     variable); blocks that no granule touches are cheap fill tasks.
+
+    With ``on_error="skip"`` a granule that fails while a block is computed leaves its layer
+    NaN in that block, and the lazy per-layer coordinate ``granule_status`` (0 read,
+    1 failed) says so; granules left out when planning are listed in
+    ``ds.attrs["unreadable_granules"]``.
     """
     region_wkb = shapely.to_wkb(plan.region)
     # storage options enter the key as a digest only: never in a key name
-    token = dask.base.tokenize(plan.token, dask.base.tokenize(dict(storage_options or {})))
+    token = dask.base.tokenize(
+        plan.token, dask.base.tokenize(dict(storage_options or {})), on_error
+    )
     cfg = BlockConfig(
         grid=plan.grid,
         variables=plan.variables,
@@ -65,6 +76,8 @@ def cube_from_plan(plan: CubePlan, *, storage_options: StorageOptions | None = N
     ychunks, xchunks = plan.space_chunks()
     nvar = len(plan.variables)
     dsk: dict = {cfg_key: cfg}
+    status: dict = {}
+    status_name = f"itslive-status-{token}"
     t0 = plan.t_offset // plan.chunks[0]
     for block in plan.block_ids():
         tb, iy, ix = block
@@ -72,10 +85,16 @@ def cube_from_plan(plan: CubePlan, *, storage_options: StorageOptions | None = N
         nt, ny, nx = ts.stop - ts.start, rs.stop - rs.start, cs.stop - cs.start
         key = (name, 0, tb - t0, iy, ix)
         refs = plan.block_refs(block)
-        if refs:
-            dsk[key] = (read_block, cfg_key, refs, (rs.start, rs.stop), (cs.start, cs.stop), nt)
-        else:
+        window = (cfg_key, refs, (rs.start, rs.stop), (cs.start, cs.stop), nt)
+        if not refs:
             dsk[key] = (empty_block, nvar, nt, ny, nx)
+            status[(status_name, tb - t0, iy, ix)] = (np.zeros, (nt, 1, 1), "int8")
+        elif on_error == "skip":
+            dsk[(name + "-both", tb - t0, iy, ix)] = (read_block_flagged, *window)
+            dsk[key] = (operator.getitem, (name + "-both", tb - t0, iy, ix), 0)
+            status[(status_name, tb - t0, iy, ix)] = (operator.getitem, (name + "-both", tb - t0, iy, ix), 1)
+        else:
+            dsk[key] = (read_block, *window)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     blocks = da.Array(
         graph,
@@ -85,6 +104,18 @@ def cube_from_plan(plan: CubePlan, *, storage_options: StorageOptions | None = N
         meta=np.empty((0, 0, 0, 0), dtype="float32"),
     )
     ds = _dataset(plan, [blocks[i] for i in range(nvar)])
+    if on_error == "skip":
+        layers = HighLevelGraph.from_collections(
+            status_name, {**dsk, **status}, dependencies=()
+        )  # fmt: skip
+        flags = da.Array(
+            layers, status_name, chunks=(tchunks, (1,) * len(ychunks), (1,) * len(xchunks)),
+            dtype="int8", meta=np.empty((0, 0, 0), dtype="int8"),
+        )  # fmt: skip
+        ds = ds.assign_coords(
+            granule_status=("mid_date", flags.max(axis=(1, 2)), {"flag_values": np.array([0, 1], "int8"), "flag_meanings": "read failed"})
+        )
+        ds.attrs["unreadable_granules"] = json.dumps(list(plan.unreadable))
     ds.encoding["itslive_dask_plan"] = plan
     return ds
 

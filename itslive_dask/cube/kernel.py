@@ -27,11 +27,18 @@ from itslive_dask.cube.reproject import (
 )
 from itslive_dask.errors import GranuleError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.granule.info import CATEGORICAL_VARIABLES
 from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.io.reader import ReaderFactory, default_reader
 from itslive_dask.types import GranuleRef
 
-__all__ = ["BlockConfig", "BlockReport", "read_block", "read_block_with_report"]
+__all__ = [
+    "BlockConfig",
+    "BlockReport",
+    "read_block",
+    "read_block_flagged",
+    "read_block_with_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,29 @@ def read_block_with_report(
     return _compute(cfg, refs, rows, cols, nt, record=True)
 
 
+def read_block_flagged(
+    cfg: BlockConfig,
+    refs: tuple[tuple[int, GranuleRef], ...],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    nt: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`read_block_with_report`, with the failures as per-layer flags.
+
+    Returns
+    -------
+    (block, flags)
+        The block, and int8 flags of shape ``(nt, 1, 1)``: 1 where a granule failed.
+    """
+    out, report = _compute(cfg, refs, rows, cols, nt, record=True)
+    flags = np.zeros((nt, 1, 1), dtype="int8")
+    bad = {f["granule_id"] for f in report.failed}
+    for pos, ref in refs:
+        if ref.granule_id in bad:
+            flags[pos] = 1
+    return out, flags
+
+
 def empty_block(nvar: int, nt: int, ny: int, nx: int) -> np.ndarray:
     """A block with no data (cheap fill task for blocks no granule touches)."""
     return np.full((nvar, nt, ny, nx), np.nan, dtype="float32")
@@ -184,7 +214,8 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
             exc.attempts = reader.attempts
             raise
     sel = inside[win.keep]
-    sampled = {name: sample(window[name], win.fi, win.fj, cfg.resampling) for name in to_read}
+    methods = {n: "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling for n in to_read}
+    sampled = {n: sample(window[n], win.fi, win.fj, methods[n]) for n in to_read}
     if "vx" in sampled:
         sampled["vx"], sampled["vy"] = rotate(
             sampled["vx"], sampled["vy"], geom.cos.ravel()[sel], geom.sin.ravel()[sel]

@@ -7,9 +7,11 @@ URLs have their headers read once, in parallel, first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import geopandas as gpd
 import xarray as xr
@@ -71,9 +73,12 @@ def open_cube(
     storage_options
         fsspec options for reading granules (e.g. ``{"anon": True}`` for the public bucket).
     on_error
-        ``"raise"``: a granule that cannot be read fails the computation with
-        :class:`~itslive_dask.GranuleError`. (To keep going and record failures in a ledger,
-        use :func:`itslive_dask.write_cube`.)
+        ``"raise"`` (default): a granule that cannot be read fails the planning or the
+        computation with :class:`~itslive_dask.GranuleError`. ``"skip"``: granules whose
+        header cannot be read are left out and listed in ``ds.attrs["unreadable_granules"]``
+        (JSON); a granule that fails while blocks are computed leaves its layer NaN there and
+        is flagged in the lazy coordinate ``granule_status`` (0 read, 1 failed).
+        :func:`itslive_dask.write_cube` always records failures in its ledger.
 
     Returns
     -------
@@ -88,14 +93,14 @@ def open_cube(
     >>> cube = open_cube(granules, bbox=[-101.2, -75.5, -99.1, -74.7])  # doctest: +SKIP
     >>> cube.v.groupby("mid_date.year").mean().compute()    # doctest: +SKIP
     """
-    if on_error != "raise":
-        raise InvalidInputError("open_cube supports on_error='raise'; write_cube records failures in a ledger")
+    if on_error not in ON_ERROR:
+        raise InvalidInputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     spec = CubeSpec.build(
         spec, geometry=geometry, bbox=bbox, crs=crs, resolution=resolution,
         variables=variables, chunks=chunks, resampling=resampling,
     )  # fmt: skip
-    plan = make_plan(granules, spec=spec, storage_options=storage_options)
-    return cube_from_plan(plan, storage_options=storage_options)
+    plan = make_plan(granules, spec=spec, storage_options=storage_options, on_error=on_error)
+    return cube_from_plan(plan, storage_options=storage_options, on_error=on_error)
 
 
 def make_plan(
@@ -111,44 +116,88 @@ def make_plan(
     resampling: Resampling | None = None,
     storage_options: StorageOptions | None = None,
     t_offset: int = 0,
+    on_error: str = "raise",
 ) -> CubePlan:
     """Resolve the granules and the spec into a :class:`~itslive_dask.cube.plan.CubePlan`.
 
     Same parameters as :func:`open_cube`; useful to inspect a cube before building it
     (``make_plan(...).summary()``). Granules given as a table are not read; bare
     paths/URLs have their headers read. The planning itself (:func:`plan_cube`) is pure.
+    With ``on_error="skip"``, granules whose header cannot be read are left out and listed
+    in the plan's ``unreadable``.
     """
     spec = CubeSpec.build(
         spec, geometry=geometry, bbox=bbox, crs=crs, resolution=resolution,
         variables=variables, chunks=chunks, resampling=resampling,
     )  # fmt: skip
-    table = resolve_granules(granules, storage_options=storage_options)
+    table, unreadable = resolve_and_report(
+        granules, storage_options=storage_options, on_error=on_error
+    )
     grid, region_t = spec.grid_and_region(table.geometry.values)
-    return plan_cube(
+    plan = plan_cube(
         table, grid, region_t, chunks=spec.chunks, variables=spec.variables,
         resampling=spec.resampling, t_offset=t_offset,
     )  # fmt: skip
+    return dataclasses.replace(plan, unreadable=tuple(unreadable)) if unreadable else plan
+
+
+#: What to do with a granule that cannot be read: fail, or leave it out and report it.
+ON_ERROR = ("raise", "skip")
 
 
 def resolve_granules(
-    granules: Granules, *, storage_options: StorageOptions | None = None, max_workers: int = 16
+    granules: Granules,
+    *,
+    storage_options: StorageOptions | None = None,
+    max_workers: int = 16,
+    on_error: str = "raise",
 ) -> gpd.GeoDataFrame:
     """Turn what users pass as ``granules`` into a complete granule table.
 
     A granule table is validated; rows without footprint or EPSG (e.g. from the legacy API)
-    and bare paths/URLs have their headers read (few bytes each, in parallel threads).
+    and bare paths/URLs have their headers read (few bytes each, in parallel threads, with
+    retries of transient errors).
+
+    Parameters
+    ----------
+    on_error
+        ``"raise"``: a header that cannot be read raises :class:`GranuleError`.
+        ``"skip"``: such granules are left out and listed in ``table.attrs["unreadable"]``
+        (``{"url", "error", "attempts"}`` each).
     """
+    table, unreadable = resolve_and_report(
+        granules, storage_options=storage_options, max_workers=max_workers, on_error=on_error
+    )
+    table.attrs["unreadable"] = unreadable
+    return table
+
+
+def resolve_and_report(
+    granules: Granules,
+    *,
+    storage_options: StorageOptions | None = None,
+    max_workers: int = 16,
+    on_error: str = "raise",
+) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
+    """:func:`resolve_granules`, returning the unreadable granules beside the table."""
+    if on_error not in ON_ERROR:
+        raise InvalidInputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if isinstance(granules, gpd.GeoDataFrame):
         table = validate_granule_table(granules)
         missing = table.geometry.isna() | (table["epsg"] <= 0)
         if not missing.any():
-            return table
+            return table, []
         import pandas as pd
 
-        filled = _header_table(list(table.loc[missing, "url"]), storage_options, max_workers)
+        filled, unreadable = _header_table(
+            list(table.loc[missing, "url"]), storage_options, max_workers, on_error
+        )
         known = table.loc[~missing]
         both = pd.concat([known, filled], ignore_index=True) if len(known) else filled
-        return validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326"))
+        return (
+            validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326")),
+            unreadable,
+        )
     if isinstance(granules, str | os.PathLike):
         _, sources = list_granules(granules, storage_options)
     elif isinstance(granules, Sequence):
@@ -159,16 +208,18 @@ def resolve_granules(
         )
     if not sources:
         raise InvalidInputError(f"no granules found in {granules!r}")
-    return _header_table(sources, storage_options, max_workers)
+    return _header_table(sources, storage_options, max_workers, on_error)
 
 
 def _header_table(
-    sources: list[str], storage_options: StorageOptions | None, max_workers: int
-) -> gpd.GeoDataFrame:
+    sources: list[str], storage_options: StorageOptions | None, max_workers: int, on_error: str
+) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
     from itslive_dask.io.listing import read_headers
 
     infos, failures = read_headers(sources, storage_options, max_workers=max_workers)
-    if failures:
+    if failures and on_error == "raise":
         first = failures[0]
-        raise GranuleError(first["url"], first["error"])
-    return granule_table(infos[s].to_record(s) for s in sources)
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise GranuleError(first["url"], f"{first['error']}{more}", first["attempts"])
+    table = granule_table(infos[s].to_record(s) for s in sources if s in infos)
+    return table, failures

@@ -101,6 +101,9 @@ class CubePlan:
         Granules of the input left out, with the reason (``granule_id``, ``reason``).
     t_offset
         Index of the first layer in the cube the plan writes into (0 for a new cube).
+    unreadable
+        Input granules whose header could not be read (``url``, ``error``, ``attempts``),
+        when the plan was made with ``on_error="skip"``.
     """
 
     grid: TargetGrid
@@ -113,6 +116,7 @@ class CubePlan:
     blocks: Mapping[tuple[int, int, int], tuple[int, ...]]
     dropped: pd.DataFrame = field(repr=False)
     t_offset: int = 0
+    unreadable: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -179,6 +183,7 @@ class CubePlan:
             "blocks_with_data": len(self.blocks),
             "granule_tile_reads": int(sum(len(v) for v in self.blocks.values())),
             "dropped": len(self.dropped),
+            "unreadable": len(self.unreadable),
         }
 
 
@@ -210,11 +215,28 @@ def normalize_chunks(chunks: Any) -> tuple[int, int, int]:
     return vals  # type: ignore[return-value]
 
 
-def unique_mid_dates(mid_dates: np.ndarray) -> np.ndarray:
-    """Make sorted mid_dates unique: the k-th repeat of a date gets k microseconds added."""
+def unique_mid_dates(mid_dates: np.ndarray, taken: np.ndarray | None = None) -> np.ndarray:
+    """Make sorted mid_dates unique: the k-th repeat of a date gets k microseconds added.
+
+    ``taken`` are dates already used (the layers of an existing cube when appending): a date
+    equal to one of them is moved forward, microsecond by microsecond, to a free one.
+    """
     md = np.asarray(mid_dates, dtype="datetime64[ns]")
     if md.size == 0:
         return md
+    if taken is not None and len(taken):
+        used = set(np.asarray(taken, dtype="datetime64[ns]").astype("int64").tolist())
+        out = md.astype("int64").copy()
+        step = 1000  # 1 microsecond in ns
+        for i in range(out.size):
+            v = int(out[i])
+            if i and v <= int(out[i - 1]):
+                v = int(out[i - 1]) + step
+            while v in used:
+                v += step
+            out[i] = v
+            used.add(v)
+        return out.astype("datetime64[ns]")
     same = np.concatenate([[False], md[1:] == md[:-1]])
     # k = number of consecutive repeats before each element
     group = np.cumsum(~same)
@@ -237,6 +259,7 @@ def plan_cube(
     variables: Sequence[str] = ("vx", "vy", "v", "v_error"),
     resampling: str = "nearest",
     t_offset: int = 0,
+    taken_dates: np.ndarray | None = None,
 ) -> CubePlan:
     """Decide the time axis and which granules feed which block. Opens no file.
 
@@ -256,6 +279,8 @@ def plan_cube(
         ``"nearest"`` (default) or ``"bilinear"``.
     t_offset
         First layer index (to continue an existing cube's time axis when appending).
+    taken_dates
+        ``mid_date`` values the cube already has (when appending): new layers never reuse one.
 
     Returns
     -------
@@ -305,7 +330,7 @@ def plan_cube(
     layer_of = np.full(len(table), -1, dtype=np.int64)
     layer_of[np.flatnonzero(used)] = np.arange(len(kept))
 
-    layers = pd.DataFrame({"mid_date": unique_mid_dates(kept["mid_date"].to_numpy())})
+    layers = pd.DataFrame({"mid_date": unique_mid_dates(kept["mid_date"].to_numpy(), taken_dates)})
     for col, name in LAYER_COORDS.items():
         layers[name] = kept[col].to_numpy()
     refs = tuple(

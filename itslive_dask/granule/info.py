@@ -27,7 +27,13 @@ from itslive_dask.geo.footprints import box_to_lonlat
 if TYPE_CHECKING:
     import shapely
 
-__all__ = ["KNOWN_VARIABLES", "VELOCITY_VARIABLES", "GranuleInfo", "VariableSpec"]
+__all__ = [
+    "CATEGORICAL_VARIABLES",
+    "KNOWN_VARIABLES",
+    "VELOCITY_VARIABLES",
+    "GranuleInfo",
+    "VariableSpec",
+]
 
 #: The variables every normalised granule has (all-NaN when the file lacks one, e.g. V1 v_error).
 VELOCITY_VARIABLES: tuple[str, ...] = ("vx", "vy", "v", "v_error")
@@ -42,6 +48,8 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "chip_size_height",
     "interp_mask",
 )
+#: Flag variables: resampled with nearest neighbour only (a blend of flags means nothing).
+CATEGORICAL_VARIABLES: frozenset[str] = frozenset({"interp_mask"})
 
 
 @dataclass(frozen=True)

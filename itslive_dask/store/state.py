@@ -136,9 +136,22 @@ def marker_name(plan: CubePlan, block: tuple[int, int, int]) -> str:
     return f"{ts.start}-{ts.stop}_{block[1]}_{block[2]}.json"
 
 
+def existing_mid_dates(target: StoreTarget) -> np.ndarray:
+    """The cube's ``mid_date`` values, decoded (datetime64[ns])."""
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = xr.open_zarr(target.url, consolidated=False, **target.zarr_kwargs())
+    return ds["mid_date"].values.astype("datetime64[ns]")
+
+
 def list_markers(target: StoreTarget) -> dict[str, dict[str, Any]]:
     fs = target.fs()
     base = target.path(STATE, "blocks")
+    # workers wrote markers after this process last listed the folder: never trust a cached
+    # listing (s3fs keeps one per file-system instance)
+    fs.invalidate_cache(base)
     try:
         paths = fs.ls(base, detail=False)
     except FileNotFoundError:

@@ -39,14 +39,15 @@ import shapely
 import xarray as xr
 
 from itslive_dask.cluster import dask_client
-from itslive_dask.cube.lazy import make_plan, resolve_granules
+from itslive_dask.cube.lazy import make_plan, resolve_and_report
 from itslive_dask.cube.plan import CubePlan, plan_cube
-from itslive_dask.errors import InvalidInputError, StoreError
+from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.spec import CubeSpec
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
     existing_ids,
+    existing_mid_dates,
     finalize,
     is_itslive_store,
     mark_generation_complete,
@@ -216,13 +217,22 @@ def write_cube(
     plan = table = None
     if mode in ("create", "overwrite"):
         plan = _plan_from_source(source, spec, storage_options)
+        unreadable = list(plan.unreadable)
         if plan.n_layers == 0:
+            if unreadable:
+                first = unreadable[0]
+                raise GranuleError(
+                    first["url"],
+                    f"{first['error']}; none of the {len(unreadable)} unreadable granules "
+                    "can be built (and no other granule touches the region)",
+                    first["attempts"],
+                )
             raise InvalidInputError("no granule touches the region: nothing to write")
         skipped += _dropped_rows(plan)
     else:
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
-        table = resolve_granules(source, storage_options=storage_options)
+        table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
     stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
@@ -244,7 +254,12 @@ def write_cube(
             stats["read"] |= one["read"]
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
             mark_generation_complete(target, gen_plan)
-    failed = finalize(target)
+    # a granule whose header could not be read never reached a block: it is a failure too
+    failed = finalize(target) + [
+        {"granule_id": _granule_id_of(u["url"]), "url": u["url"], "error": u["error"],
+         "attempts": u["attempts"], "block": None}
+        for u in unreadable
+    ]  # fmt: skip
     write_ledger(target, failed, skipped)
     shape = store_shape(target)
     return WriteResult(
@@ -373,7 +388,12 @@ def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptio
                 "granules and arguments instead (or use Dataset.to_zarr)"
             )
         return plan
-    return make_plan(source, spec=spec, storage_options=storage_options)
+    return make_plan(source, spec=spec, storage_options=storage_options, on_error="skip")
+
+
+def _granule_id_of(url: str) -> str:
+    name = url.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name[:-3] if name.endswith(".nc") else name
 
 
 def _dropped_rows(plan: CubePlan) -> list[dict[str, Any]]:
@@ -414,7 +434,9 @@ def _plans_for_existing(
         new = table[~np.isin(ids, existing)]
         skipped += [{"granule_id": g, "reason": "already in the cube"} for g in table["granule_id"][np.isin(ids, existing)]]
         if len(new):
-            plan = plan_cube(new, grid, region, t_offset=len(existing), **common)
+            plan = plan_cube(
+                new, grid, region, t_offset=len(existing), taken_dates=existing_mid_dates(target), **common
+            )
             skipped += _dropped_rows(plan)
             if plan.n_layers:
                 append_template(plan, target)
