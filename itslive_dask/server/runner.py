@@ -110,6 +110,11 @@ class LocalSearchServer:
         self.port: int | None = None
 
     @property
+    def app(self) -> Any:
+        """The served ASGI (FastAPI) application."""
+        return self._app
+
+    @property
     def url(self) -> str:
         """Base URL (the STAC API root), e.g. ``http://127.0.0.1:41235``."""
         if self.port is None:
