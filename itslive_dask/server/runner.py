@@ -15,10 +15,18 @@ import geopandas as gpd
 
 from itslive_dask.errors import InvalidInputError, ItsliveDaskError
 from itslive_dask.server.app import create_app
+from itslive_dask.server.guard import MAX_QUERY_BYTES
 
-__all__ = ["LocalSearchServer", "serve"]
+__all__ = ["UVICORN_OPTIONS", "LocalSearchServer", "serve"]
 
 logger = logging.getLogger(__name__)
+
+#: uvicorn settings of both runners: request lines up to the guard's cap reach the app (which
+#: answers 414 with a message) instead of being cut by h11's 16 KiB default (a reset).
+UVICORN_OPTIONS: dict[str, Any] = {
+    "h11_max_incomplete_event_size": MAX_QUERY_BYTES + (64 << 10),
+    "timeout_keep_alive": 30,
+}
 
 
 def _check_host(host: str) -> None:
@@ -62,7 +70,7 @@ def serve(
 
     _check_host(host)
     app = create_app(catalog, storage_options=storage_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **UVICORN_OPTIONS)
 
 
 class LocalSearchServer:
@@ -145,8 +153,9 @@ class LocalSearchServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app, log_level=self._log_level, lifespan="off", access_log=False
-        )
+            self._app, log_level=self._log_level, lifespan="off", access_log=False,
+            **UVICORN_OPTIONS,
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,

@@ -122,7 +122,7 @@ def _parse_bbox(value: Any, method: str = "GET") -> shapely.Geometry | None:
         raise BadRequest(f"bbox must be 4 numbers west,south,east,north; got {value!r:.100}")
     try:
         nums = [float(v) for v in parts]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"bbox must be numbers, got {value!r:.100}") from None
     if len(nums) == 6:
         nums = [nums[0], nums[1], nums[3], nums[4]]
