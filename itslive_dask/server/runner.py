@@ -48,6 +48,7 @@ def serve(
     *,
     storage_options: dict | None = None,
     log_level: str = "info",
+    **app_options: Any,
 ) -> None:
     """Serve a catalog over HTTP until interrupted (Ctrl-C).
 
@@ -61,6 +62,9 @@ def serve(
         fsspec options to read a remote catalog file.
     log_level
         uvicorn log level.
+    **app_options
+        Passed to :func:`~itslive_dask.server.app.create_app`: ``builds=BuildConfig(...)``
+        (builds from the map page), ``root_path``, ``tiles_url``...
 
     Examples
     --------
@@ -69,8 +73,12 @@ def serve(
     import uvicorn
 
     _check_host(host)
-    app = create_app(catalog, storage_options=storage_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, **UVICORN_OPTIONS)
+    app = create_app(catalog, storage_options=storage_options, **app_options)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, **UVICORN_OPTIONS)
+    finally:
+        if getattr(app.state, "builds", None) is not None:
+            app.state.builds.close()
 
 
 class LocalSearchServer:
@@ -88,6 +96,8 @@ class LocalSearchServer:
         fsspec options to read a remote catalog file.
     log_level
         uvicorn log level.
+    **app_options
+        Passed to :func:`~itslive_dask.server.app.create_app` (``builds=``, ``root_path=``...).
 
     Examples
     --------
@@ -104,11 +114,12 @@ class LocalSearchServer:
         *,
         storage_options: dict | None = None,
         log_level: str = "warning",
+        **app_options: Any,
     ):
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be an integer 0..65535, got {port!r}")
         _check_host(host)
-        self._app = create_app(catalog, storage_options=storage_options)
+        self._app = create_app(catalog, storage_options=storage_options, **app_options)
         self.host = host
         self._requested_port = port
         self._log_level = log_level
@@ -182,6 +193,9 @@ class LocalSearchServer:
         if self._sock is not None:
             self._sock.close()
         self._server = self._thread = self._sock = None
+        builds = getattr(self._app.state, "builds", None)
+        if builds is not None:
+            builds.close()
 
     def __enter__(self) -> LocalSearchServer:
         return self.start()
