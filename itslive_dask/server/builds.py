@@ -36,7 +36,7 @@ from itslive_dask.discovery.filters import check_percent, check_sensors, check_s
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.server.geometry import geojson_parts
 from itslive_dask.server.state import CatalogState
-from itslive_dask.server.times import parse_bounds
+from itslive_dask.server.times import parse_bound, parse_bounds
 
 __all__ = ["Build", "BuildConfig", "BuildManager", "FieldError"]
 
@@ -230,11 +230,17 @@ class BuildManager:
                 f"the region covers {area:,.0f} km², more than this server's limit of "
                 f"{self.config.max_area_km2:,.0f} km²",
             )
+        for key in ("start", "end"):
+            if body.get(key) not in (None, "") and not isinstance(body.get(key), str):
+                raise FieldError(key, f"{key} must be a date such as 2020-01-31")
+            try:
+                parse_bound(body.get(key) or None, key, end=key == "end")
+            except InvalidInputError as exc:
+                raise FieldError(key, str(exc)) from None
         try:
             times = parse_bounds(body.get("start") or None, body.get("end") or None)
-        except InvalidInputError as exc:
-            which = "end" if "end" in str(exc).split(":")[0] or "after" in str(exc) else "start"
-            raise FieldError(which, str(exc)) from None
+        except InvalidInputError as exc:  # the order of the two
+            raise FieldError("end", str(exc)) from None
         lo = _number(body.get("min_separation"), "min_separation")
         hi = _number(body.get("max_separation"), "max_separation")
         try:
