@@ -79,18 +79,22 @@
       }
     } else {
       var north = POLAR[code].north, s = north ? 1 : -1;
-      for (var a = 50; a <= 85; a += 5) {
+      for (var a = 50; a <= 89; a += 1) {   // parallels every degree, labelled every 5
         lat = s * a; pts = [];
         for (lon = -180; lon <= 180; lon += 1) pts.push([lat, lon]);
-        lines.push(L.polyline(pts, style));
-        labels.push(L.marker([lat, north ? -45 : 0], { interactive: false, icon: L.divIcon({
-          className: "graticule-label", html: Math.abs(lat) + "°" + (north ? "N" : "S"), iconSize: [30, 12] }) }));
+        lines.push(L.polyline(pts, a % 5 === 0 ? style : Object.assign({}, style, { opacity: 0.35 })));
+        for (var k = -180; k < 180; k += 30) {
+          if (a % 5 === 0) labels.push(L.marker([lat, k + 0.01], { interactive: false, icon: L.divIcon({
+            className: "graticule-label", html: Math.abs(lat) + "°" + (north ? "N" : "S"), iconSize: [34, 12] }) }));
+        }
       }
-      for (lon = -180; lon < 180; lon += 15) {
-        pts = []; for (var b = 50; b <= 89; b += 1) pts.push([s * b, lon]);
-        lines.push(L.polyline(pts, style));
-        if (lon % 45 === 0) labels.push(L.marker([s * 52, lon], { interactive: false, icon: L.divIcon({
-          className: "graticule-label", html: lon + "°", iconSize: [30, 12] }) }));
+      for (lon = -180; lon < 180; lon += 5) {   // meridians every 5 degrees, labelled every 10
+        pts = []; for (var b = 50; b <= 89.5; b += 0.5) pts.push([s * b, lon]);
+        lines.push(L.polyline(pts, lon % 15 === 0 ? style : Object.assign({}, style, { opacity: 0.35 })));
+        if (lon % 10 === 0) {
+          for (var c = 60; c <= 80; c += 10) labels.push(L.marker([s * (c + 0.5), lon], { interactive: false, icon: L.divIcon({
+            className: "graticule-label", html: (lon < 0 ? -lon + "°W" : lon + "°E"), iconSize: [34, 12] }) }));
+        }
       }
     }
     return L.layerGroup(lines.concat(labels));
@@ -125,7 +129,10 @@
     var b = config.bbox;
     if (regionLayer) map.fitBounds(regionLayer.getBounds().pad(0.5));
     else if (center && zoom !== null && code === "EPSG:3857") map.setView(center, zoom);
-    else map.fitBounds(L.latLngBounds([b[1], b[0]], [b[3], b[2]]).pad(0.3));
+    else map.fitBounds(L.latLngBounds([b[1], b[0]], [b[3], b[2]]).pad(1.0));
+    // the catalog's extent, so an empty map still shows where the data are
+    L.rectangle(L.latLngBounds([b[1], b[0]], [b[3], b[2]]), { color: "#555", weight: 1, dashArray: "2 4",
+      fill: false, interactive: false }).addTo(map);
   }
 
   function ensureProjection() {
