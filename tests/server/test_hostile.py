@@ -16,6 +16,8 @@ from urllib.parse import urlencode, urlparse
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ALL = object()  # marker: every granule of the catalog
 NONE: set = set()
@@ -197,3 +199,52 @@ def test_binds_loopback_by_default(catalog_table):
         assert srv.url.startswith("http://127.0.0.1:")
     with pytest.warns(UserWarning, match="reachable from other machines"):
         LocalSearchServer(catalog_table.iloc[:3], host="0.0.0.0")
+
+
+# --------------------------------------------------------------------------- property tests
+
+
+_lon = st.floats(-180, 180, allow_nan=False)
+_lat = st.floats(-90, 90, allow_nan=False)
+
+
+@st.composite
+def _polygons(draw):
+    kind = draw(st.sampled_from(["random", "box", "tiny", "huge", "polar", "antimeridian"]))
+    if kind == "random":  # often self-intersecting: must be a 400, never a 500
+        ring = draw(st.lists(st.tuples(_lon, _lat), min_size=3, max_size=30))
+    elif kind == "box":
+        w, s = draw(_lon), draw(st.floats(-89, 88))
+        ring = [(w, s), (min(w + 5, 180), s), (min(w + 5, 180), s + 1), (w, s + 1)]
+    elif kind == "tiny":
+        w, s = draw(st.floats(-179, 179)), draw(st.floats(-89, 89))
+        d = draw(st.floats(1e-12, 1e-6))
+        ring = [(w, s), (w + d, s), (w + d, s + d), (w, s + d)]
+    elif kind == "huge":
+        ring = [(-180, -90), (180, -90), (180, 90), (-180, 90)]
+    elif kind == "polar":
+        lat = draw(st.sampled_from([-1, 1])) * draw(st.floats(60, 89.9))
+        n = draw(st.integers(4, 40))
+        ring = [(-180 + 360 * k / n, lat) for k in range(n)]
+    else:
+        lat = draw(st.floats(-85, 84))
+        ring = [(179, lat), (-179, lat), (-179, lat + 1), (179, lat + 1)]
+    ring = [list(p) for p in ring] + [list(ring[0])]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(geom=_polygons(), method=st.sampled_from(["GET", "POST"]))
+def test_random_polygons_never_500(stac_server, geom, method):
+    url = f"{stac_server.url}/search"
+    if method == "GET":
+        r = requests.get(url, params={"intersects": json.dumps(geom), "limit": 5}, timeout=60)
+    else:
+        r = requests.post(url, json={"intersects": geom, "limit": 5}, timeout=60)
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
+    assert r.elapsed.total_seconds() < 20
+    if r.status_code == 400:
+        assert r.json()["description"]
+    legacy = ",".join(f"{x},{y}" for x, y in geom["coordinates"][0])
+    r = requests.get(f"{stac_server.url}/velocities/urls/", params={"polygon": legacy}, timeout=60)
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
