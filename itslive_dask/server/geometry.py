@@ -114,7 +114,7 @@ def geojson_parts(value: Mapping[str, Any], what: str = "intersects") -> list[sh
                 out.append(shapely.LineString(arr))
             else:
                 lines = []
-                for line in coords:
+                for line in coords or ():  # validated by _positions above
                     part = _positions(line, 1, what)
                     if len(part) < 2:
                         raise InvalidInputError(f"{what}: a LineString needs 2 or more positions")

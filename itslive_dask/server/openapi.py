@@ -8,10 +8,11 @@ and fuzzers (schemathesis) learn the API from them. The document is OpenAPI 3.1,
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 __all__ = [
     "LEGACY_PARAMETERS",
@@ -146,8 +147,38 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _service_doc(doc: dict[str, Any]) -> str:
+    """A plain HTML page of the operations and their parameters (no script, no CDN)."""
+    esc = html.escape
+    rows = []
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            params = ", ".join(
+                f"<code>{esc(p['name'])}</code>" for p in op.get("parameters", [])
+            )
+            if "requestBody" in op:
+                params += (", " if params else "") + "JSON body"
+            summary = esc(op.get("summary") or "")
+            rows.append(
+                f"<tr><td>{esc(method.upper())}</td><td><code>{esc(path)}</code></td>"
+                f"<td>{summary}</td><td>{params}</td></tr>"
+            )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>itslive_dask search API</title>"
+        "<style>body{font:14px sans-serif;margin:1em}td,th{border-bottom:1px solid #ddd;"
+        "padding:3px 8px;text-align:left}</style></head><body>"
+        f"<h1>{esc(doc.get('info', {}).get('title', 'API'))}</h1>"
+        f"<p>{esc(doc.get('info', {}).get('description', ''))}. The OpenAPI document: "
+        "<a href='api'>api</a>. The map page: <a href='map'>map</a>.</p>"
+        "<table><tr><th>method</th><th>path</th><th></th><th>parameters</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+
+
 def install_openapi_route(app: FastAPI) -> None:
-    """Serve the app's OpenAPI document at ``/api`` and ``/openapi.json`` with its media type."""
+    """Serve the app's OpenAPI document at ``/api`` and ``/openapi.json`` with its media type,
+    and a plain HTML list of the operations at ``/api.html`` (the ``service-doc``)."""
 
     def document(request: Request) -> JSONResponse:
         doc = app.openapi()
@@ -158,3 +189,8 @@ def install_openapi_route(app: FastAPI) -> None:
 
     for path in ("/api", "/openapi.json"):
         app.add_api_route(path, document, methods=["GET"], include_in_schema=False)
+
+    def service_doc() -> HTMLResponse:
+        return HTMLResponse(_service_doc(app.openapi()))
+
+    app.add_api_route("/api.html", service_doc, methods=["GET"], include_in_schema=False)

@@ -423,6 +423,7 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
             {"rel": "search", "href": f"{base}/search", "type": _GEOJSON, "method": "POST"},
             {"rel": _QUERYABLES_REL, "href": f"{base}/queryables", "type": "application/schema+json"},
             {"rel": "service-desc", "href": f"{base}/api", "type": OPENAPI_MEDIA_TYPE},
+            {"rel": "service-doc", "href": f"{base}/api.html", "type": "text/html"},
         ]  # fmt: skip
         return JSONResponse(
             {
@@ -457,15 +458,14 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
             "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
             "summaries": {"proj:code": codes},
             "links": [
-                {"rel": "self", "href": f"{base}/collections/{cid}", "type": _JSON},
-                {"rel": "root", "href": f"{base}/", "type": _JSON},
-                {"rel": "parent", "href": f"{base}/", "type": _JSON},
-                {"rel": "items", "href": f"{base}/collections/{cid}/items", "type": _GEOJSON},
-                {
-                    "rel": _QUERYABLES_REL,
-                    "href": f"{base}/collections/{cid}/queryables",
-                    "type": "application/schema+json",
-                },
+                {"rel": "self", "href": f"{base}/collections/{cid}", "type": _JSON,
+                 "title": "This collection"},
+                {"rel": "root", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
+                {"rel": "parent", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
+                {"rel": "items", "href": f"{base}/collections/{cid}/items", "type": _GEOJSON,
+                 "title": "Granules"},
+                {"rel": _QUERYABLES_REL, "href": f"{base}/collections/{cid}/queryables",
+                 "type": "application/schema+json", "title": "Queryables"},
             ],
         }
 

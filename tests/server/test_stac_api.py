@@ -98,6 +98,9 @@ def test_service_desc_matches_the_served_document(stac_server):
     doc = r.json()
     declared = desc["type"].split("version=")[1]
     assert doc["openapi"].startswith(declared + "."), (doc["openapi"], declared)
+    human = next(link for link in landing["links"] if link["rel"] == "service-doc")
+    page = requests.get(human["href"], timeout=30)
+    assert page.headers["content-type"].startswith("text/html") and "/search" in page.text
 
 
 def test_openapi_declares_parameters_and_bodies(stac_server):
