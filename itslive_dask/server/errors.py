@@ -30,7 +30,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
-        return JSONResponse(status_code=400, content=_body("BadRequest", str(exc)))
+        content = _body("BadRequest", str(exc))
+        field = getattr(exc, "field", None)
+        if field:  # a form field the page shows the message next to
+            content["field"] = field
+        return JSONResponse(status_code=getattr(exc, "status", 400), content=content)
 
     @app.exception_handler(NotFound)
     async def _missing(request: Request, exc: NotFound) -> JSONResponse:

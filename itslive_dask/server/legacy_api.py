@@ -29,7 +29,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from itslive_dask.discovery.query import make_query
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.server.errors import BadRequest
+from itslive_dask.server.openapi import ERRORS, LEGACY_PARAMETERS
 from itslive_dask.server.state import CatalogState
+from itslive_dask.server.times import parse_bounds
 
 __all__ = ["MAX_RESULTS", "legacy_router"]
 
@@ -44,7 +46,7 @@ def _int_param(value: str | None, name: str, default: int, lo: int, hi: int | No
         return default
     try:
         n = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest(f"{name} must be an integer, got {value!r:.50}") from None
     if n < lo or (hi is not None and n > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
@@ -57,7 +59,7 @@ def _num_param(value: str | None, name: str) -> float | None:
         return None
     try:
         f = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest(f"{name} must be a number, got {value!r:.50}") from None
     if not math.isfinite(f):
         raise BadRequest(f"{name} must be a finite number, got {value!r:.50}")
@@ -70,11 +72,13 @@ def _positions(state: CatalogState, request: Request) -> np.ndarray:
     if polygon is not None and bbox is not None:
         raise BadRequest("give polygon or bbox, not both")
     try:
+        # any year 1..9999: out-of-range bounds become open ends or an empty answer
+        times = parse_bounds(p.get("start") or None, p.get("end") or None)
         query = make_query(
             polygon,
             bbox=bbox,
-            start=p.get("start") or None,
-            end=p.get("end") or None,
+            start=times.start,
+            end=times.end,
             min_separation=_num_param(p.get("min_interval"), "min_interval"),
             max_separation=_num_param(p.get("max_interval"), "max_interval"),
             percent_valid_pixels=_num_param(p.get("percent_valid_pixels"), "percent_valid_pixels"),
@@ -83,6 +87,8 @@ def _positions(state: CatalogState, request: Request) -> np.ndarray:
         raise
     except InvalidInputError as exc:
         raise BadRequest(str(exc)) from None
+    if times.empty:
+        return np.zeros(0, dtype=np.int64)
     return state.positions(query)
 
 
@@ -166,10 +172,12 @@ def legacy_router(state: CatalogState) -> APIRouter:
 
     for path in ("/velocities/urls/", "/velocities/urls"):
         router.add_api_route(
-            path, urls, methods=["GET"], tags=["legacy"], include_in_schema=path.endswith("/")
-        )
+            path, urls, methods=["GET"], tags=["legacy"], include_in_schema=path.endswith("/"),
+            responses=ERRORS, openapi_extra={"parameters": LEGACY_PARAMETERS},
+        )  # fmt: skip
     for path in ("/velocities/coverage/", "/velocities/coverage"):
         router.add_api_route(
-            path, coverage, methods=["GET"], tags=["legacy"], include_in_schema=path.endswith("/")
-        )
+            path, coverage, methods=["GET"], tags=["legacy"], include_in_schema=path.endswith("/"),
+            responses=ERRORS, openapi_extra={"parameters": LEGACY_PARAMETERS[:7]},
+        )  # fmt: skip
     return router

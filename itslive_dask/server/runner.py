@@ -15,10 +15,18 @@ import geopandas as gpd
 
 from itslive_dask.errors import InvalidInputError, ItsliveDaskError
 from itslive_dask.server.app import create_app
+from itslive_dask.server.guard import MAX_QUERY_BYTES
 
-__all__ = ["LocalSearchServer", "serve"]
+__all__ = ["UVICORN_OPTIONS", "LocalSearchServer", "serve"]
 
 logger = logging.getLogger(__name__)
+
+#: uvicorn settings of both runners: request lines up to the guard's cap reach the app (which
+#: answers 414 with a message) instead of being cut by h11's 16 KiB default (a reset).
+UVICORN_OPTIONS: dict[str, Any] = {
+    "h11_max_incomplete_event_size": MAX_QUERY_BYTES + (64 << 10),
+    "timeout_keep_alive": 30,
+}
 
 
 def _check_host(host: str) -> None:
@@ -40,6 +48,7 @@ def serve(
     *,
     storage_options: dict | None = None,
     log_level: str = "info",
+    **app_options: Any,
 ) -> None:
     """Serve a catalog over HTTP until interrupted (Ctrl-C).
 
@@ -53,6 +62,9 @@ def serve(
         fsspec options to read a remote catalog file.
     log_level
         uvicorn log level.
+    **app_options
+        Passed to :func:`~itslive_dask.server.app.create_app`: ``builds=BuildConfig(...)``
+        (builds from the map page), ``root_path``, ``tiles_url``...
 
     Examples
     --------
@@ -61,8 +73,12 @@ def serve(
     import uvicorn
 
     _check_host(host)
-    app = create_app(catalog, storage_options=storage_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    app = create_app(catalog, storage_options=storage_options, **app_options)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, **UVICORN_OPTIONS)
+    finally:
+        if getattr(app.state, "builds", None) is not None:
+            app.state.builds.close()
 
 
 class LocalSearchServer:
@@ -80,6 +96,8 @@ class LocalSearchServer:
         fsspec options to read a remote catalog file.
     log_level
         uvicorn log level.
+    **app_options
+        Passed to :func:`~itslive_dask.server.app.create_app` (``builds=``, ``root_path=``...).
 
     Examples
     --------
@@ -96,11 +114,12 @@ class LocalSearchServer:
         *,
         storage_options: dict | None = None,
         log_level: str = "warning",
+        **app_options: Any,
     ):
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be an integer 0..65535, got {port!r}")
         _check_host(host)
-        self._app = create_app(catalog, storage_options=storage_options)
+        self._app = create_app(catalog, storage_options=storage_options, **app_options)
         self.host = host
         self._requested_port = port
         self._log_level = log_level
@@ -108,6 +127,11 @@ class LocalSearchServer:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.port: int | None = None
+
+    @property
+    def app(self) -> Any:
+        """The served ASGI (FastAPI) application."""
+        return self._app
 
     @property
     def url(self) -> str:
@@ -140,8 +164,9 @@ class LocalSearchServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app, log_level=self._log_level, lifespan="off", access_log=False
-        )
+            self._app, log_level=self._log_level, lifespan="off", access_log=False,
+            **UVICORN_OPTIONS,
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,
@@ -168,6 +193,9 @@ class LocalSearchServer:
         if self._sock is not None:
             self._sock.close()
         self._server = self._thread = self._sock = None
+        builds = getattr(self._app.state, "builds", None)
+        if builds is not None:
+            builds.close()
 
     def __enter__(self) -> LocalSearchServer:
         return self.start()

@@ -2,14 +2,17 @@
 
 Enough of STAC API 1.0 for pystac-client: landing page, conformance, one collection and its
 items, ``/search`` (GET and POST) with ``bbox`` (west > east crosses the antimeridian),
-``intersects``, ``datetime`` (instants, closed or open intervals), ``ids``, ``collections``,
-``limit`` (default 100, at most 1000), CQL2-JSON ``filter``, the ``query`` extension and
-``next`` links carrying a ``token``. Results are ordered by (mid date, granule id).
+``intersects`` (any GeoJSON geometry type), ``datetime`` (instants, closed or open intervals,
+any year 1..9999), ``ids``, ``collections``, ``limit`` (default 100; larger values are clamped to
+1000), CQL2 ``filter`` (JSON, or text parsed by the ``cql2`` package), the ``query`` extension
+and ``next`` links carrying a ``token``. Results are ordered by (mid date, granule id).
+Every parameter and body is declared in the OpenAPI document (``/api``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -21,18 +24,33 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from itslive_dask.discovery.query import SearchQuery, parse_time, region_from_input
+from itslive_dask.discovery.query import SearchQuery
 from itslive_dask.discovery.stac import STAC_VERSION, row_to_item
 from itslive_dask.errors import InvalidInputError
-from itslive_dask.server.cql2 import eval_cql2, eval_query_extension, queryables_schema
+from itslive_dask.server.cql2 import (
+    eval_cql2,
+    eval_query_extension,
+    parse_cql2_text,
+    queryables_schema,
+)
 from itslive_dask.server.errors import BadRequest, NotFound
+from itslive_dask.server.geometry import geojson_parts
+from itslive_dask.server.openapi import (
+    ERRORS,
+    OPENAPI_MEDIA_TYPE,
+    SEARCH_BODY,
+    SEARCH_PARAMETERS,
+)
 from itslive_dask.server.state import CatalogState
+from itslive_dask.server.times import parse_bound
 
-__all__ = ["CONFORMANCE", "DEFAULT_LIMIT", "MAX_LIMIT", "stac_router"]
+__all__ = ["CONFORMANCE", "DEFAULT_LIMIT", "MAX_JSON_DEPTH", "MAX_LIMIT", "loads", "stac_router"]
 
-#: Items per page when ``limit`` is not given, and the largest ``limit`` accepted.
+#: Items per page when ``limit`` is not given, and the page size larger limits are clamped to.
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: Deepest JSON nesting accepted in a body or a JSON parameter.
+MAX_JSON_DEPTH = 64
 
 CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/core",
@@ -46,7 +64,9 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
     "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
 ]
 
 _GEOJSON = "application/geo+json"
@@ -75,10 +95,12 @@ def _parse_limit(value: Any) -> int:
             raise ValueError
         n = int(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"limit must be an integer 1-{MAX_LIMIT}, got {value!r}") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, got {n}")
-    return n
+        raise BadRequest(f"limit must be a positive integer, got {value!r:.50}") from None
+    except OverflowError:
+        n = MAX_LIMIT
+    if n < 1:
+        raise BadRequest(f"limit must be a positive integer, got {n}")
+    return min(n, MAX_LIMIT)  # STAC API: a limit above the maximum gets the maximum
 
 
 def _parse_token(value: Any) -> int:
@@ -90,15 +112,17 @@ def _parse_token(value: Any) -> int:
     return int(text[5:])
 
 
-def _parse_bbox(value: Any) -> shapely.Geometry | None:
+def _parse_bbox(value: Any, method: str = "GET") -> shapely.Geometry | None:
     if value is None or value == "":
         return None
+    if method == "POST" and not isinstance(value, list):
+        raise BadRequest(f"bbox must be an array of 4 (or 6) numbers, got {value!r:.100}")
     parts = value.split(",") if isinstance(value, str) else value
     if not isinstance(parts, list | tuple):
         raise BadRequest(f"bbox must be 4 numbers west,south,east,north; got {value!r:.100}")
     try:
         nums = [float(v) for v in parts]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"bbox must be numbers, got {value!r:.100}") from None
     if len(nums) == 6:
         nums = [nums[0], nums[1], nums[3], nums[4]]
@@ -117,51 +141,99 @@ def _parse_bbox(value: Any) -> shapely.Geometry | None:
     return shapely.segmentize(shapely.box(w, s, east, n), 1.0)
 
 
-def _parse_intersects(value: Any) -> shapely.Geometry | None:
+def _json_depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_JSON_DEPTH:
+                break
+            stack.extend((x, level + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def loads(text: str | bytes, what: str) -> Any:
+    """JSON text -> value, or :class:`BadRequest` (invalid, or nested deeper than
+    :data:`MAX_JSON_DEPTH`: never a RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc!s:.200}") from None
+    check_depth(value, what)
+    return value
+
+
+def check_depth(value: Any, what: str) -> None:
+    """:class:`BadRequest` when a JSON value is nested deeper than :data:`MAX_JSON_DEPTH`."""
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def _parse_intersects(value: Any) -> list[shapely.Geometry] | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"intersects is not valid JSON: {exc}") from None
-    if not isinstance(value, Mapping) or "type" not in value:
-        raise BadRequest("intersects must be a GeoJSON geometry object")
-    if value.get("type") not in ("Polygon", "MultiPolygon", "Point"):
-        raise BadRequest(
-            f"intersects must be a Polygon, MultiPolygon or Point, got {value.get('type')!r}"
-        )
+        value = loads(value, "intersects")
     try:
-        return region_from_input(value)
+        return geojson_parts(value, "intersects")
     except InvalidInputError as exc:
-        raise BadRequest(f"intersects: {exc}") from None
+        raise BadRequest(str(exc)) from None
 
 
-def parse_datetime(value: Any) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-    """STAC ``datetime`` parameter -> inclusive (start, end); open ends are None."""
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(text: str, what: str) -> str:
+    text = text.strip()
+    if text in ("", ".."):
+        return text
+    if not _RFC3339.match(text):
+        raise BadRequest(
+            f"{what} {text!r:.100} is not an RFC 3339 date-time such as 2020-01-31T00:00:00Z"
+        )
+    return text
+
+
+def parse_datetime(value: Any) -> tuple[pd.Timestamp | None, pd.Timestamp | None, bool]:
+    """STAC ``datetime`` parameter -> inclusive (start, end, nothing-can-match).
+
+    RFC 3339 date-times (``2020-01-31T00:00:00Z``) or intervals of them with ``..`` or an empty
+    string for an open end. Any year 1..9999: dates outside pandas' range (before 1677, after
+    2262) become open ends or an empty answer, whichever is right.
+    """
     if value is None or value == "":
-        return None, None
+        return None, None, False
     if not isinstance(value, str):
         raise BadRequest(f"datetime must be a string, got {value!r:.100}")
     text = value.strip()
-    if "/" in text:
-        a, _, b = text.partition("/")
-        if "/" in b:
-            raise BadRequest(f"datetime interval {text!r} has more than two parts")
-        try:
-            start = None if a in ("", "..") else parse_time(a, "datetime start")
-            end = None if b in ("", "..") else parse_time(b, "datetime end", end=True)
-        except InvalidInputError as exc:
-            raise BadRequest(str(exc)) from None
-        if start is not None and end is not None and start > end:
-            raise BadRequest(f"datetime interval {text!r} ends before it starts")
-        return start, end
     try:
-        start = parse_time(text, "datetime")
-        end = parse_time(text, "datetime", end=True)
+        if "/" in text:
+            a, _, b = text.partition("/")
+            if "/" in b:
+                raise BadRequest(f"datetime interval {text!r:.100} has more than two parts")
+            if a.strip() in ("", "..") and b.strip() in ("", ".."):
+                raise BadRequest("datetime interval '../..' is open at both ends")
+            a, b = _rfc3339(a, "datetime start"), _rfc3339(b, "datetime end")
+            start, e0 = parse_bound(a, "datetime start")
+            end, e1 = parse_bound(b, "datetime end", end=True)
+            if start is not None and end is not None and start > end:
+                raise BadRequest(f"datetime interval {text!r:.100} ends before it starts")
+            return start, end, e0 or e1
+        if text == "..":
+            raise BadRequest("datetime '..' needs the other end of an interval")
+        text = _rfc3339(text, "datetime")
+        start, e0 = parse_bound(text, "datetime")
+        end, e1 = parse_bound(text, "datetime", end=True)
+    except BadRequest:
+        raise
     except InvalidInputError as exc:
         raise BadRequest(str(exc)) from None
-    return start, end
+    return start, end, e0 or e1
 
 
 def _parse_list(value: Any, name: str) -> list[str] | None:
@@ -178,10 +250,30 @@ def _parse_json_param(value: Any, name: str) -> Any:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"{name} is not valid JSON: {exc}") from None
+        return loads(value, name)
+    return value
+
+
+def _parse_filter(value: Any, lang: Any, method: str) -> Any:
+    """``filter`` + ``filter-lang`` -> CQL2-JSON (None when absent)."""
+    if value is None or value == "":
+        return None
+    if lang not in (None, "", "cql2-json", "cql2-text"):
+        raise BadRequest(f"filter-lang {lang!r:.50} is not supported; use cql2-text or cql2-json")
+    if isinstance(value, str):
+        text = value.strip()
+        as_json = lang == "cql2-json" or (not lang and text.startswith("{"))
+        if as_json:
+            value = loads(text, "filter")
+        else:
+            try:
+                value = parse_cql2_text(text)
+            except InvalidInputError as exc:
+                raise BadRequest(str(exc)) from None
+    elif lang == "cql2-text":
+        raise BadRequest("filter-lang is cql2-text but filter is not a string")
+    if not isinstance(value, Mapping | bool):
+        raise BadRequest("filter must be a CQL2-JSON object or CQL2 text")
     return value
 
 
@@ -192,43 +284,46 @@ class _Search:
         self.method = method
         self.limit = _parse_limit(params.get("limit"))
         self.offset = _parse_token(params.get("token"))
-        bbox = _parse_bbox(params.get("bbox"))
+        bbox = _parse_bbox(params.get("bbox"), method)
         intersects = _parse_intersects(params.get("intersects"))
         if bbox is not None and intersects is not None:
             raise BadRequest("give bbox or intersects, not both")
-        start, end = parse_datetime(params.get("datetime"))
-        self.query = SearchQuery(
-            region=bbox if bbox is not None else intersects, start=start, end=end
-        )
+        start, end, self.empty = parse_datetime(params.get("datetime"))
+        self.query = SearchQuery(region=bbox, start=start, end=end)
+        self.regions = intersects
         self.ids = _parse_list(params.get("ids"), "ids")
         self.collections = _parse_list(params.get("collections"), "collections")
         lang = params.get("filter-lang", params.get("filter_lang"))
-        self.filter = _parse_json_param(params.get("filter"), "filter")
-        if self.filter is not None and lang not in (None, "cql2-json"):
-            raise BadRequest(f"filter-lang {lang!r} is not supported; use cql2-json")
-        if self.filter is not None and not isinstance(self.filter, Mapping):
-            raise BadRequest("filter must be a CQL2-JSON object")
+        self.filter = _parse_filter(params.get("filter"), lang, method)
         self.query_ext = _parse_json_param(params.get("query"), "query")
+        if self.query_ext is not None and not isinstance(self.query_ext, Mapping):
+            raise BadRequest("query must be an object such as {'date_dt': {'lte': 120}}")
         self.state = state
 
     def positions(self) -> np.ndarray:
-        if self.collections is not None and self.state.collection not in self.collections:
-            return np.zeros(0, dtype=np.int64)
         ids = set(self.ids) if self.ids is not None else None
-        flt, qext = self.filter, self.query_ext
+        flt, qext, cid = self.filter, self.query_ext, self.state.collection
+        if flt is not None:  # check the filter (properties, literals) even on an empty answer
+            eval_cql2(self.state.table.iloc[:0], flt, collection=cid)
+        if qext is not None:
+            eval_query_extension(self.state.table.iloc[:0], qext, collection=cid)
+        if self.empty or (self.collections is not None and cid not in self.collections):
+            return np.zeros(0, dtype=np.int64)
 
         def extra(sub: pd.DataFrame) -> np.ndarray:
             mask = np.ones(len(sub), dtype=bool)
             if ids is not None:
                 mask &= sub["granule_id"].isin(ids).to_numpy()
             if flt is not None:
-                mask &= eval_cql2(sub, flt)
+                mask &= eval_cql2(sub, flt, collection=cid)
             if qext is not None:
-                mask &= eval_query_extension(sub, qext)
+                mask &= eval_query_extension(sub, qext, collection=cid)
             return mask
 
         needs_extra = ids is not None or flt is not None or qext is not None
-        return self.state.positions(self.query, extra if needs_extra else None)
+        return self.state.positions(
+            self.query, extra if needs_extra else None, regions=self.regions
+        )
 
 
 def _item_links(item: dict[str, Any], base: str, collection: str) -> dict[str, Any]:
@@ -243,6 +338,11 @@ def _item_links(item: dict[str, Any], base: str, collection: str) -> dict[str, A
         {"rel": "root", "href": f"{base}/", "type": _JSON},
     ]
     return item
+
+
+def _self_href(request: Request, base: str, path: str) -> str:
+    query = request.url.query
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
 
 
 def _page(
@@ -260,7 +360,13 @@ def _page(
         _item_links(row_to_item(r, collection=state.collection), base, state.collection)
         for r in rows
     ]
-    links: list[dict[str, Any]] = [{"rel": "root", "href": f"{base}/", "type": _JSON}]
+    links: list[dict[str, Any]] = [
+        {"rel": "root", "href": f"{base}/", "type": _JSON},
+        {"rel": "self", "href": _self_href(request, base, path), "type": _GEOJSON},
+    ]
+    if path.startswith("/collections/"):
+        links.append({"rel": "collection", "href": f"{base}/collections/{state.collection}",
+                      "type": _JSON})  # fmt: skip
     nxt = search.offset + search.limit
     if nxt < len(pos):
         token = f"next:{nxt}"
@@ -316,8 +422,8 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
             {"rel": "search", "href": f"{base}/search", "type": _GEOJSON, "method": "GET"},
             {"rel": "search", "href": f"{base}/search", "type": _GEOJSON, "method": "POST"},
             {"rel": _QUERYABLES_REL, "href": f"{base}/queryables", "type": "application/schema+json"},
-            {"rel": "service-desc", "href": f"{base}/openapi.json",
-             "type": "application/vnd.oai.openapi+json;version=3.0"},
+            {"rel": "service-desc", "href": f"{base}/api", "type": OPENAPI_MEDIA_TYPE},
+            {"rel": "service-doc", "href": f"{base}/api.html", "type": "text/html"},
         ]  # fmt: skip
         return JSONResponse(
             {
@@ -352,15 +458,14 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
             "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
             "summaries": {"proj:code": codes},
             "links": [
-                {"rel": "self", "href": f"{base}/collections/{cid}", "type": _JSON},
-                {"rel": "root", "href": f"{base}/", "type": _JSON},
-                {"rel": "parent", "href": f"{base}/", "type": _JSON},
-                {"rel": "items", "href": f"{base}/collections/{cid}/items", "type": _GEOJSON},
-                {
-                    "rel": _QUERYABLES_REL,
-                    "href": f"{base}/collections/{cid}/queryables",
-                    "type": "application/schema+json",
-                },
+                {"rel": "self", "href": f"{base}/collections/{cid}", "type": _JSON,
+                 "title": "This collection"},
+                {"rel": "root", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
+                {"rel": "parent", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
+                {"rel": "items", "href": f"{base}/collections/{cid}/items", "type": _GEOJSON,
+                 "title": "Granules"},
+                {"rel": _QUERYABLES_REL, "href": f"{base}/collections/{cid}/queryables",
+                 "type": "application/schema+json", "title": "Queryables"},
             ],
         }
 
@@ -398,7 +503,12 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
         url = f"{_base(request)}/collections/{cid}/queryables"
         return JSONResponse(queryables_schema(url), media_type="application/schema+json")
 
-    @router.get("/collections/{collection_id}/items", tags=["STAC"])
+    @router.get(
+        "/collections/{collection_id}/items",
+        tags=["STAC"],
+        responses=ERRORS,
+        openapi_extra={"parameters": [p for p in SEARCH_PARAMETERS if p["name"] != "collections"]},
+    )
     def items(collection_id: str, request: Request) -> JSONResponse:
         check_collection(collection_id)
         params = dict(request.query_params)
@@ -415,17 +525,19 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
         row = state.table.iloc[pos].to_dict()
         return _geojson(_item_links(row_to_item(row, collection=cid), _base(request), cid))
 
-    @router.get("/search", tags=["STAC"])
+    @router.get(
+        "/search", tags=["STAC"], responses=ERRORS, openapi_extra={"parameters": SEARCH_PARAMETERS}
+    )
     def search_get(request: Request) -> JSONResponse:
         search = _Search(dict(request.query_params), state, method="GET")
         return _geojson(_page(state, search, request, None, "/search"))
 
-    @router.post("/search", tags=["STAC"])
+    @router.post(
+        "/search", tags=["STAC"], responses=ERRORS, openapi_extra={"requestBody": SEARCH_BODY}
+    )
     async def search_post(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("the search body is not valid JSON") from None
+        raw = await request.body()
+        body = loads(raw, "the search body") if raw.strip() else {}
         if not isinstance(body, dict):
             raise BadRequest("the search body must be a JSON object")
 

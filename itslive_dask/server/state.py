@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import geopandas as gpd
@@ -36,12 +37,25 @@ class CatalogState:
     def __len__(self) -> int:
         return len(self.table)
 
-    def positions(self, query: SearchQuery, extra: Any = None) -> np.ndarray:
+    def positions(
+        self,
+        query: SearchQuery,
+        extra: Any = None,
+        *,
+        regions: Sequence[shapely.Geometry] | None = None,
+    ) -> np.ndarray:
         """Positions (table order) of the rows matching ``query`` and an extra mask function.
 
-        ``extra(subtable) -> bool mask`` is evaluated on the candidate rows only.
+        ``extra(subtable) -> bool mask`` is evaluated on the candidate rows only. ``regions``
+        (lon/lat geometries of any type) adds a spatial test: the footprint intersects any.
         """
         mask = match_query(self.table, query, index=self.index, spatial_unknown=False)
+        if regions is not None:
+            spatial = np.zeros(len(mask), dtype=bool)
+            if mask.any():
+                for region in regions:
+                    spatial[self.index.query(region)] = True
+            mask &= spatial
         pos = np.flatnonzero(mask)
         if extra is not None and len(pos):
             sub = self.table.iloc[pos]

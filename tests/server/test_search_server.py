@@ -237,7 +237,7 @@ BAD = [
     ("GET", "/velocities/urls/", {"offset": "-1"}),
     ("GET", "/velocities/urls/", {"bbox": "0,0,1,1", "polygon": "0,0,1,0,1,1,0,0"}),
     ("GET", "/velocities/coverage/", {"end": "2000-01-01", "start": "2001-01-01"}),
-    ("GET", "/search", {"limit": "100000"}),
+    ("GET", "/search", {"limit": "-5"}),
     ("GET", "/search", {"limit": "0"}),
     ("GET", "/search", {"limit": "ten"}),
     ("GET", "/search", {"bbox": "0,0,1"}),
@@ -250,7 +250,7 @@ BAD = [
     (
         "GET",
         "/search",
-        {"intersects": json.dumps({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})},
+        {"intersects": json.dumps({"type": "LineString", "coordinates": [[0, 0]]})},
     ),
     (
         "GET",
@@ -259,9 +259,12 @@ BAD = [
     ),
     ("GET", "/search", {"token": "garbage"}),
     ("GET", "/search", {"filter": '{"op": "~~", "args": []}'}),
-    ("GET", "/search", {"filter": "date_dt > 5", "filter-lang": "cql2-text"}),
+    ("GET", "/search", {"filter": "date_dt >> 5", "filter-lang": "cql2-text"}),
+    ("GET", "/search", {"filter": "date_dt > 5", "filter-lang": "cql3"}),
+    ("GET", "/search", {"datetime": "2020-01-01"}),  # not an RFC 3339 date-time
     ("GET", "/search", {"filter": json.dumps({"op": ">", "args": [{"property": "nope"}, 1]})}),
-    ("POST", "/search", {"limit": 5000}),
+    ("POST", "/search", {"limit": 0}),
+    ("POST", "/search", {"bbox": "0,0,1,1"}),
     (
         "POST",
         "/search",
