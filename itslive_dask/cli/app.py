@@ -940,10 +940,26 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    enable_builds: Annotated[
+        bool,
+        typer.Option("--enable-builds", help="Let the map page start cube builds (needs --output-root)."),
+    ] = False,
+    output_root: Annotated[
+        str | None,
+        typer.Option("--output-root", help="Folder under which builds from the map page write."),
+    ] = None,
+    builds_scheduler: Annotated[
+        str | None,
+        typer.Option("--builds-scheduler", help="Dask scheduler for builds (default: a LocalCluster)."),
+    ] = None,
+    root_path: Annotated[
+        str | None,
+        typer.Option("--root-path", help="URL prefix the server is mounted under (behind a proxy)."),
+    ] = None,
     storage_option: StorageOpt = None,
     anon: AnonOpt = False,
 ) -> None:
-    """Serve a catalog over HTTP: a STAC API subset and the legacy NSIDC-style endpoint."""
+    """Serve a catalog over HTTP: a STAC API, the legacy NSIDC-style endpoint and a map page."""
     import ipaddress
 
     from itslive_dask.server import serve as run_server
@@ -955,13 +971,26 @@ def serve(
             "give the catalog once: 'serve granules.parquet' or 'serve --catalog granules.parquet'"
         )
     catalog = catalog or catalog_arg
+    if enable_builds and not output_root:
+        raise InvalidInputError("--enable-builds needs --output-root (the folder builds may write under)")
+    if output_root and not enable_builds:
+        raise InvalidInputError("--output-root is used only with --enable-builds")
+    app_options: dict[str, Any] = {}
+    if enable_builds:
+        from itslive_dask.server import BuildConfig
+
+        app_options["builds"] = BuildConfig(
+            output_root=str(output_root), scheduler=builds_scheduler, storage_options=so
+        )
+    if root_path:
+        app_options["root_path"] = root_path
     if not 0 < port < 65536:
         raise InvalidInputError(f"--port must be 1-65535, got {port}")
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    create_app(catalog, storage_options=so)  # reads and validates the catalog now (one-line errors)
+    create_app(catalog, storage_options=so, **app_options)  # validates now (one-line errors)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -976,12 +1005,15 @@ def serve(
     ui.step(f"serving {_public(str(catalog))}")
     ui.note(f"STAC API      {base}   (itslive-dask search --catalog {base} ...)")
     ui.note(f"legacy API    {base}/velocities/urls/   (--catalog legacy+{base})")
+    ui.note(f"map page      {base}/map" + ("   (builds enabled)" if enable_builds else ""))
     ui.note("press Ctrl-C to stop")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_server(catalog, host=host, port=port, storage_options=so, log_level="warning")
+        run_server(
+            catalog, host=host, port=port, storage_options=so, log_level="warning", **app_options
+        )
 
 
 @app.command()

@@ -465,3 +465,12 @@ def test_storage_options_parsing_and_secret_scrubbing(monkeypatch):
         cli._public("https://user:pw@example.org:8443/stac?token=abc")
         == "https://example.org:8443/stac"
     )
+
+
+def test_serve_builds_need_an_output_root(tmp_path):
+    """Builds from the map page are off unless enabled, and only ever under a given folder."""
+    cat = tmp_path / "granules.parquet"
+    res = run("serve", str(cat), "--enable-builds")
+    assert "--output-root" in check_one_line_error(res, code=1)
+    res = run("serve", str(cat), "--output-root", str(tmp_path))
+    assert "--enable-builds" in check_one_line_error(res, code=1)
