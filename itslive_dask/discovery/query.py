@@ -200,12 +200,24 @@ def _loose_shape(geometry: Any) -> shapely.Geometry | None:
 
 
 def parse_time(value: Any, name: str, *, end: bool = False) -> pd.Timestamp | None:
-    """A user date/time -> naive UTC :class:`pandas.Timestamp` (None stays None).
+    """A user date/time -> naive UTC :class:`pandas.Timestamp` in nanoseconds (None stays None).
 
     Strings ``YYYY``, ``YYYY-MM`` and ``YYYY-MM-DD`` (and :class:`datetime.date`) denote a whole
     period: as a start they mean its first instant, as an ``end`` its last instant, so that
-    ``end="2019"`` includes all of 2019. Other strings are ISO 8601 date-times.
+    ``end="2019"`` includes all of 2019. Other strings are ISO 8601 date-times. Dates outside
+    1677-09-21 .. 2262-04-11 (the nanosecond range) are clamped to its ends: no granule lies
+    beyond them, so the search answers the same set.
     """
+    ts = _parse_time(value, name, end=end)
+    if ts is None:
+        return None
+    try:
+        return ts.as_unit("ns")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError):
+        return _clamped(ts.year)
+
+
+def _parse_time(value: Any, name: str, *, end: bool = False) -> pd.Timestamp | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -213,9 +225,13 @@ def parse_time(value: Any, name: str, *, end: bool = False) -> pd.Timestamp | No
         m = _PERIOD.match(text)
         if m:
             try:
-                first = pd.Timestamp(year=int(m[1]), month=int(m[2] or 1), day=int(m[3] or 1))
+                _dt.date(int(m[1]), int(m[2] or 1), int(m[3] or 1))
             except ValueError:
                 raise InvalidInputError(f"{name}: {value!r} is not a valid date") from None
+            try:
+                first = pd.Timestamp(year=int(m[1]), month=int(m[2] or 1), day=int(m[3] or 1))
+            except (ValueError, OverflowError):  # a real date outside pandas' 1677..2262
+                return _clamped(int(m[1]))
             if not end:
                 return first
             step = (
@@ -225,14 +241,21 @@ def parse_time(value: Any, name: str, *, end: bool = False) -> pd.Timestamp | No
                 if m[2]
                 else pd.DateOffset(years=1)
             )
-            return first + step - pd.Timedelta(1, "ns")
+            try:
+                return first + step - pd.Timedelta(1, "ns")
+            except (OverflowError, ValueError):  # the period lies outside pandas' range
+                return _clamped(int(m[1]))
         try:
             ts = pd.Timestamp(text)
-        except (ValueError, TypeError):
+        except pd.errors.OutOfBoundsDatetime:
+            return _clamped(int(text.lstrip("+")[:4]) if text[:4].isdigit() else 9999)
+        except (ValueError, TypeError, OverflowError):
             raise InvalidInputError(
                 f"{name}: cannot read {value!r} as a date (use YYYY-MM-DD or an ISO 8601 date-time)"
             ) from None
     elif isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+        if not _PANDAS_YEARS[0] < value.year < _PANDAS_YEARS[1]:
+            return _clamped(value.year)
         ts = pd.Timestamp(value)
         if end:
             ts = ts + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
@@ -247,6 +270,16 @@ def parse_time(value: Any, name: str, *, end: bool = False) -> pd.Timestamp | No
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts
+
+
+#: Years fully inside the range of :class:`pandas.Timestamp` lie strictly between these.
+_PANDAS_YEARS = (1677, 2262)
+
+
+def _clamped(year: int) -> pd.Timestamp:
+    """A date outside pandas' range, as the nearest representable instant: no granule lies
+    beyond either end, so the search answers the same set as with the exact date."""
+    return pd.Timestamp.min if year <= _PANDAS_YEARS[0] else pd.Timestamp.max
 
 
 def _check_versions(version: Any) -> tuple[int, ...] | None:

@@ -565,3 +565,16 @@ def test_real_legacy_answers_become_rows():
     assert first["date_dt"] == 408.0 and first["percent_valid"] == 45.0
     assert first["satellite_img1"] == "LC08" and first["satellite_img2"] == "LE07"
     assert first["mid_date"] == pd.Timestamp("2013-03-06")
+
+
+def test_dates_outside_pandas_range_give_the_right_set(case, catalog_file):
+    """Defect: ``end="9999-12-31"`` raised a raw OverflowError; dates past 2262-04-11 or
+    before 1677 must behave as open or empty bounds."""
+    n = len(case.table)
+    assert len(search(end="9999-12-31", catalog=str(catalog_file))) == n
+    assert len(search(end="2262", catalog=str(catalog_file))) == n
+    assert len(search(start="1500-01-01", catalog=str(catalog_file))) == n
+    assert len(search(start="2300", catalog=str(catalog_file))) == 0
+    assert len(search(end="1600-06", catalog=str(catalog_file))) == 0
+    with pytest.raises(InvalidInputError, match="not a valid date"):
+        search(end="2021-02-30", catalog=str(catalog_file))
