@@ -13,9 +13,12 @@ decode. Here instead:
    fsspec file with a block cache so that building the index costs a few ranged GETs.
 2. :func:`window_chunks` (pure) says which chunks a ``(rows, cols)`` window needs.
 3. :func:`read_window_ranged` fetches those chunks as coalesced, concurrent ranged GETs
-   (``fs.cat_ranges``), decodes them with zlib and a numpy unshuffle (no HDF5 library in the
-   hot path: thread-safe) and assembles the window in the stored dtype (raw values: decoding
-   fill values and scales stays the granule module's job).
+   (``fs.cat_ranges``), decodes them with zlib (ISA-L's ``isal_zlib`` when the ``isal``
+   package is installed: inflate ~2x faster than zlib, and than HDF5) and numcodecs' shuffle
+   (no HDF5 library in the hot path: thread-safe) and assembles the window in the stored
+   dtype (raw values: decoding fill values and scales stays the granule module's job). An
+   optional :class:`ChunkCache` keeps decoded chunks so that tiles sharing a full-width row
+   chunk fetch and decode it once.
 
 Examples
 --------
@@ -33,7 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +51,7 @@ from itslive_dask.errors import GranuleError, InvalidInputError
 __all__ = [
     "DEFAULT_HEADER_BLOCK",
     "DEFAULT_MAX_GAP",
+    "ChunkCache",
     "ChunkIndex",
     "ChunkRef",
     "RangeFile",
@@ -63,6 +69,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_GAP = 64 * 1024
 #: A coalesced request never grows beyond this many bytes by merging.
 DEFAULT_MAX_REQUEST = 32 * 2**20
+
+try:  # ISA-L inflate: same output as zlib, about twice as fast
+    from isal import isal_zlib as _inflate_module
+except ImportError:  # pragma: no cover - depends on the environment
+    _inflate_module = zlib  # type: ignore[assignment]
+
+#: Name of the module that inflates chunks (``"isal.isal_zlib"`` or ``"zlib"``).
+INFLATE = _inflate_module.__name__
+_INFLATE_ERRORS: tuple[type[BaseException], ...] = (
+    zlib.error,
+    getattr(_inflate_module, "error", zlib.error),
+)
 
 # HDF5 filter ids
 _DEFLATE, _SHUFFLE, _FLETCHER32 = 1, 2, 3
@@ -402,17 +420,30 @@ def coalesce_ranges(
 
 
 # ----------------------------------------------------------------------------- decoding
-def _unshuffle(data: bytes, itemsize: int) -> bytes:
+_SHUFFLERS: dict[int, Any] = {}
+
+
+def _unshuffle(data: Any, itemsize: int) -> Any:
+    """Undo HDF5's byte shuffle (byte planes -> elements); the remainder stays as is."""
     if itemsize <= 1:
         return data
-    n = len(data) // itemsize
-    head = np.frombuffer(data, dtype=np.uint8, count=n * itemsize)
-    body = head.reshape(itemsize, n).T.tobytes()
-    return body + data[n * itemsize :]  # HDF5 leaves a remainder unshuffled
+    codec = _SHUFFLERS.get(itemsize)
+    if codec is None:
+        from numcodecs import Shuffle
+
+        codec = _SHUFFLERS[itemsize] = Shuffle(elementsize=itemsize)
+    n = (len(data) // itemsize) * itemsize
+    if n == len(data):
+        return codec.decode(data)
+    head = np.frombuffer(data, dtype=np.uint8, count=n)
+    return bytes(codec.decode(head)) + bytes(data[n:])
 
 
-def decode_chunk(raw: bytes, var: VariableIndex, filter_mask: int = 0) -> np.ndarray:
-    """Decode one stored chunk of ``var`` into an array of ``var.chunks`` shape (stored dtype)."""
+def decode_chunk(raw: Any, var: VariableIndex, filter_mask: int = 0) -> np.ndarray:
+    """Decode one stored chunk of ``var`` into an array of ``var.chunks`` shape (stored dtype).
+
+    ``raw`` is the chunk's stored bytes (bytes or a memoryview).
+    """
     dtype = np.dtype(var.dtype)
     data = raw
     for i in range(len(var.filters) - 1, -1, -1):
@@ -420,15 +451,82 @@ def decode_chunk(raw: bytes, var: VariableIndex, filter_mask: int = 0) -> np.nda
             continue
         fid = var.filters[i][0]
         if fid == _DEFLATE:
-            data = zlib.decompress(data)
+            data = _inflate_module.decompress(data)
         elif fid == _SHUFFLE:
             data = _unshuffle(data, dtype.itemsize)
         elif fid == _FLETCHER32:
-            data = data[:-4]
+            data = memoryview(data)[:-4]
+    buf = np.frombuffer(data, dtype=np.uint8)
     expected = math.prod(var.chunks) * dtype.itemsize
-    if len(data) != expected:
-        raise GranuleError(var.name, f"a decoded chunk has {len(data)} bytes, expected {expected}")
-    return np.frombuffer(data, dtype=dtype).reshape(var.chunks)
+    if buf.size != expected:
+        raise GranuleError(var.name, f"a decoded chunk has {buf.size} bytes, expected {expected}")
+    return buf.view(dtype).reshape(var.chunks)
+
+
+class ChunkCache:
+    """A thread-safe LRU cache of decoded chunks, bounded in bytes.
+
+    Keys are ``(path, byte offset)``: a chunk is the same whatever window asked for it, so
+    tiles that share a full-width row chunk fetch and decode it once. Size the cache by what
+    a build needs at a time (e.g. the row chunks of the granules of one time block), not by
+    whole files.
+
+    Parameters
+    ----------
+    max_bytes
+        Upper bound of the decoded bytes held.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        if max_bytes < 0:
+            raise InvalidInputError(f"max_bytes must be >= 0, got {max_bytes!r}")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> np.ndarray | None:
+        """The cached chunk or ``None`` (counts a hit or a miss)."""
+        with self._lock:
+            arr = self._data.get(key)
+            if arr is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return arr
+
+    def put(self, key: tuple[str, int], arr: np.ndarray) -> None:
+        """Store a decoded chunk (read-only), evicting the least recently used ones."""
+        if arr.nbytes > self.max_bytes:
+            return
+        arr.setflags(write=False)
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._data[key] = arr
+            self.nbytes += arr.nbytes
+            while self.nbytes > self.max_bytes:
+                _, ev = self._data.popitem(last=False)
+                self.nbytes -= ev.nbytes
+
+    def clear(self) -> None:
+        """Drop every chunk (counters kept)."""
+        with self._lock:
+            self._data.clear()
+            self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkCache({len(self)} chunks, {self.nbytes / 2**20:.1f}/{self.max_bytes / 2**20:.0f} MiB, "
+            f"hits={self.hits}, misses={self.misses})"
+        )
 
 
 def _plan(
@@ -454,6 +552,7 @@ def read_window_ranged(
     max_gap: int = DEFAULT_MAX_GAP,
     max_request: int = DEFAULT_MAX_REQUEST,
     executor: Any = None,
+    cache: ChunkCache | None = None,
 ) -> dict[str, np.ndarray]:
     """Read a ``(rows, cols)`` window of ``names`` with ranged GETs of just the needed chunks.
 
@@ -474,6 +573,9 @@ def read_window_ranged(
     executor
         Optional ``concurrent.futures`` executor to decode chunks in parallel (zlib releases
         the GIL).
+    cache
+        Optional :class:`ChunkCache`: chunks found there are neither fetched nor decoded;
+        decoded chunks are added to it.
 
     Returns
     -------
@@ -483,7 +585,15 @@ def read_window_ranged(
     """
     names = list(names)
     bounds, refs = _plan(index, names, rows, cols)
-    wanted = sorted({(r.offset, r.end) for name in names for r in refs[name]})
+    cached: dict[tuple[str, int], np.ndarray] = {}
+    if cache is not None:
+        for name in names:
+            for ref in refs[name]:
+                hit = cache.get((path, ref.offset))
+                if hit is not None:
+                    cached[(name, ref.offset)] = hit
+    jobs = [(name, ref) for name in names for ref in refs[name] if (name, ref.offset) not in cached]
+    wanted = sorted({(r.offset, r.end) for _, r in jobs})
     merged = coalesce_ranges(wanted, max_gap, max_request) if max_gap >= 0 else wanted
     blobs: list[bytes] = []
     if merged:
@@ -497,25 +607,29 @@ def read_window_ranged(
                 )
     starts = [a for a, _ in merged]
 
-    def payload(ref: ChunkRef) -> bytes:
+    def payload(ref: ChunkRef) -> memoryview:
         k = int(np.searchsorted(starts, ref.offset, side="right")) - 1
         a = starts[k]
-        return memoryview(blobs[k])[ref.offset - a : ref.end - a].tobytes()
-
-    jobs = [(name, ref) for name in names for ref in refs[name]]
+        return memoryview(blobs[k])[ref.offset - a : ref.end - a]
 
     def decode(job: tuple[str, ChunkRef]) -> np.ndarray:
         name, ref = job
         try:
-            return decode_chunk(payload(ref), index[name], ref.filter_mask)
-        except zlib.error as exc:
+            arr = decode_chunk(payload(ref), index[name], ref.filter_mask)
+        except _INFLATE_ERRORS as exc:
             raise GranuleError(
                 path, f"chunk {ref.index} of {name!r} does not decode: {exc}"
             ) from None
+        if cache is not None:
+            cache.put((path, ref.offset), arr)
+        return arr
 
     decoded = (
         list(executor.map(decode, jobs)) if executor is not None else [decode(j) for j in jobs]
     )
+    chunks_by_key = dict(cached)
+    for (name, ref), arr in zip(jobs, decoded, strict=True):
+        chunks_by_key[(name, ref.offset)] = arr
     out: dict[str, np.ndarray] = {}
     for name in names:
         var = index[name]
@@ -524,17 +638,26 @@ def read_window_ranged(
         if len(refs[name]) < len(window_chunks(var.shape, var.chunks, rows, cols)):
             arr.fill(var.fill_value)
         out[name] = arr
-    for (name, ref), chunk in zip(jobs, decoded, strict=True):
-        var = index[name]
-        (r0, r1), (c0, c1) = bounds[name][-2:]
-        o_r, o_c = ref.origin[-2], ref.origin[-1]
-        a0, a1 = max(r0, o_r), min(r1, o_r + var.chunks[-2])
-        b0, b1 = max(c0, o_c), min(c1, o_c + var.chunks[-1])
-        block = chunk.reshape(var.chunks[-2:]) if chunk.ndim > 2 else chunk
-        out[name][a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = block[
-            a0 - o_r : a1 - o_r, b0 - o_c : b1 - o_c
-        ]
+    for name in names:
+        for ref in refs[name]:
+            _place(out[name], bounds[name], index[name], ref, chunks_by_key[(name, ref.offset)])
     return out
+
+
+def _place(
+    dst: np.ndarray,
+    bounds: list[tuple[int, int]],
+    var: VariableIndex,
+    ref: ChunkRef,
+    chunk: np.ndarray,
+) -> None:
+    """Copy the part of a decoded chunk that falls in the window into ``dst``."""
+    (r0, r1), (c0, c1) = bounds[-2:]
+    o_r, o_c = ref.origin[-2], ref.origin[-1]
+    a0, a1 = max(r0, o_r), min(r1, o_r + var.chunks[-2])
+    b0, b1 = max(c0, o_c), min(c1, o_c + var.chunks[-1])
+    block = chunk.reshape(var.chunks[-2:]) if chunk.ndim > 2 else chunk
+    dst[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = block[a0 - o_r : a1 - o_r, b0 - o_c : b1 - o_c]
 
 
 # ----------------------------------------------------------------------------- header

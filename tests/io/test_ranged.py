@@ -282,3 +282,56 @@ def test_range_file_counts_and_seeks(realistic_bytes):
     rf.seek(1)
     assert rf.readinto(buf) == 4 and bytes(buf) == realistic_bytes[1:5]
     assert rf.requests == 3  # block 0 was cached
+
+
+def test_tiles_sharing_row_chunks_fetch_and_decode_them_once_with_a_chunk_cache(on_s3):
+    """Two tiles side by side in row chunk 1: the second one is served from the cache."""
+    from itslive_dask.io.ranged import ChunkCache
+
+    proxy, index, expected = on_s3
+    fs = proxy.filesystem()
+    cache = ChunkCache(max_bytes=64 * 2**20)
+    proxy.reset_stats()
+    left = read_window_ranged(
+        fs, KEY, index, VELOCITY, slice(700, 900), slice(100, 350), cache=cache
+    )
+    right = read_window_ranged(
+        fs, KEY, index, VELOCITY, slice(700, 900), slice(350, 600), cache=cache
+    )
+    st = proxy.reset_stats()
+    assert st.requests() == 4  # the left tile's 4 chunks; nothing for the right tile
+    assert st.bytes_out() == sum(index[n].refs[1].size for n in VELOCITY)
+    assert (cache.misses, cache.hits, len(cache)) == (4, 4, 4)
+    assert cache.nbytes == 4 * 640 * 2016 * 2
+    for name in VELOCITY:
+        np.testing.assert_array_equal(
+            np.concatenate([left[name], right[name]], axis=1), expected[name]
+        )
+    # a cache too small for one chunk keeps nothing and changes nothing
+    tiny = ChunkCache(max_bytes=1000)
+    got = read_window_ranged(fs, KEY, index, ["vx"], slice(700, 900), slice(100, 600), cache=tiny)
+    np.testing.assert_array_equal(got["vx"], expected["vx"])
+    assert len(tiny) == 0 and tiny.nbytes == 0
+    # LRU eviction by bytes: room for two chunks
+    lru = ChunkCache(max_bytes=2 * 640 * 2016 * 2)
+    read_window_ranged(fs, KEY, index, ["vx", "vy", "v"], slice(700, 701), slice(0, 1), cache=lru)
+    assert len(lru) == 2 and lru.nbytes <= lru.max_bytes
+
+
+def test_zlib_fallback_decodes_the_same(monkeypatch, realistic_bytes):
+    """Without the optional isal package the standard zlib inflates the chunks."""
+    import zlib
+
+    import itslive_dask.io.ranged as ranged
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/fallback.nc", realistic_bytes)
+    with h5py.File(io.BytesIO(realistic_bytes), "r") as h5:
+        index = ChunkIndex.from_h5(h5, VELOCITY)
+        expected = {n: h5[n][630:650, 1000:1100] for n in VELOCITY}
+    monkeypatch.setattr(ranged, "_inflate_module", zlib)
+    got = read_window_ranged(
+        fs, "/fallback.nc", index, VELOCITY, slice(630, 650), slice(1000, 1100)
+    )
+    for name in VELOCITY:
+        np.testing.assert_array_equal(got[name], expected[name])
