@@ -16,12 +16,13 @@ def test_io_benchmark(bench_work, bench_out):
     print("\n" + md_table(res["rows"], COLUMNS))
     rows = {(r["aoi_km"], r["method"]): r for r in res["rows"]}
     for km in (10.0, 50.0, 180.0):
-        assert rows[(km, "ranged warm")]["fetched_over_needed"] == pytest.approx(1.0)
+        # coalescing may fetch the few kB of metadata between two variables' chunks
+        assert 1.0 <= rows[(km, "ranged warm")]["fetched_over_needed"] < 1.01
         assert rows[(km, "ranged cold")]["fetched_over_needed"] <= 1.3
         assert (
             rows[(km, "whole")]["fetched_over_needed"]
             > rows[(km, "ranged cold")]["fetched_over_needed"]
         )
-    assert rows[(180.0, "ranged warm, 3x3 tiles, 320 MiB chunk cache")]["fetched_over_needed"] == (
-        pytest.approx(1.0)
+    assert (
+        rows[(180.0, "ranged warm, 3x3 tiles, 320 MiB chunk cache")]["fetched_over_needed"] < 1.01
     )
