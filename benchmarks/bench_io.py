@@ -227,10 +227,8 @@ def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict
         for g, url in zip(granules, s3table["url"], strict=True):
             g["path"] = url.removeprefix("s3://")
         direct = s3fs.S3FileSystem(**opts, skip_instance_cache=True)
-        with S3Proxy(opts["endpoint_url"]) as proxy:
-            counted = s3fs.S3FileSystem(
-                **{**opts, "endpoint_url": proxy.endpoint_url}, skip_instance_cache=True
-            )
+        with S3Proxy(opts) as proxy:
+            counted = proxy.filesystem()
             # header cost by block size (chunk index of the 4 variables)
             for bs in (16 * 1024, 64 * 1024, 256 * 1024):
                 proxy.reset_stats()

@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -296,8 +296,9 @@ class S3Proxy:
     Parameters
     ----------
     upstream
-        A started :class:`~itslive_dask.testing.local_s3.LocalS3` (its storage options are
-        reused with this proxy's endpoint) or an ``http://host:port`` endpoint URL.
+        A started :class:`~itslive_dask.testing.local_s3.LocalS3` or a dict of s3fs storage
+        options with an ``endpoint_url`` (either is reused with this proxy's endpoint by
+        :attr:`storage_options`), or an ``http://host:port`` endpoint URL.
     faults
         A :class:`FaultRule`, a sequence of them (the first matching rule decides), or
         ``None`` (no faults). Change later with :meth:`set_faults`.
@@ -327,11 +328,14 @@ class S3Proxy:
     ):
         if isinstance(upstream, str):
             endpoint, self._base_options = upstream, {}
+        elif isinstance(upstream, Mapping) and isinstance(upstream.get("endpoint_url"), str):
+            endpoint, self._base_options = upstream["endpoint_url"], dict(upstream)
         elif hasattr(upstream, "endpoint_url") and hasattr(upstream, "storage_options"):
             endpoint, self._base_options = upstream.endpoint_url, dict(upstream.storage_options)
         else:
             raise InvalidInputError(
-                f"upstream must be a started LocalS3 or an http://host:port URL, got {upstream!r}"
+                "upstream must be a started LocalS3, s3fs storage options with an endpoint_url, "
+                f"or an http://host:port URL, got {type(upstream).__name__}"
             )
         parsed = urllib.parse.urlparse(endpoint)
         if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
