@@ -51,6 +51,7 @@ from itslive_dask.errors import GranuleError, InvalidInputError
 __all__ = [
     "DEFAULT_HEADER_BLOCK",
     "DEFAULT_MAX_GAP",
+    "INFLATE",
     "ChunkCache",
     "ChunkIndex",
     "ChunkRef",
