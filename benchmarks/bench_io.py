@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     res = run_io(work, repeat=args.repeat)
     print(
-        f"\n{res['granules']} realistic granules, {res['granule_mb']:.1f} MB each, variables {res['variables']}"
+        f"\n{res['granules']} realistic granules, {res['granule_mb']:.1f} MB each, "
+        f"variables {res['variables']}, inflate with {res['inflate']}"
     )
     print(md_table(res["rows"], COLUMNS))
     print("\nheader (chunk index of the 4 variables) by block size")
