@@ -36,7 +36,9 @@ from itslive_dask.io.fetch import (
 )
 from itslive_dask.io.urls import local_path, source_str, url_to_fs
 
-__all__ = ["H5Reader", "open_h5", "read_granule_info", "read_info", "read_raw", "read_window", "variable_attrs"]
+__all__ = [
+    "H5Reader",
+    "h5_problem", "open_h5", "read_granule_info", "read_info", "read_raw", "read_window", "variable_attrs"]
 
 _HEADER_BLOCK_SIZE = 64 * 1024  # block size of the cache used for remote header reads
 
@@ -277,10 +279,11 @@ def _h5_file(target: Any, src: str) -> h5py.File:
             return h5py.File(target, "r", locking=False)
         return h5py.File(target, "r")
     except (OSError, ValueError, RuntimeError) as exc:
-        raise GranuleError(src, _h5_problem(exc)) from None
+        raise GranuleError(src, h5_problem(exc)) from None
 
 
-def _h5_problem(exc: BaseException) -> str:
+def h5_problem(exc: BaseException) -> str:
+    """What an error of h5py opening a file means, in a few words."""
     text = str(exc)
     low = text.lower()
     if "truncated" in low or "eof" in low:

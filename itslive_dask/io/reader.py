@@ -16,7 +16,7 @@ import numpy as np
 from itslive_dask.granule.info import GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy
 
-__all__ = ["GranuleReader", "ReaderFactory", "default_reader"]
+__all__ = ["GranuleReader", "ReaderFactory", "default_reader", "whole_object_reader"]
 
 
 @runtime_checkable
@@ -52,7 +52,25 @@ ReaderFactory = Callable[[str, Mapping[str, Any], RetryPolicy, str], GranuleRead
 def default_reader(
     url: str, storage_options: Mapping[str, Any], policy: RetryPolicy, session: str
 ) -> GranuleReader:
-    """The production reader: :class:`itslive_dask.io.hdf5.H5Reader` through the byte cache."""
+    """The production reader: ranged reads of only the needed chunks for remote granules
+    (:class:`~itslive_dask.io.remote.RangedReader`), h5py in place for local files
+    (:class:`~itslive_dask.io.hdf5.H5Reader`)."""
+    from itslive_dask.io.urls import is_remote
+
+    if is_remote(url):
+        from itslive_dask.io.remote import RangedReader
+
+        return RangedReader(url, storage_options, policy, session)
+    from itslive_dask.io.hdf5 import H5Reader
+
+    return H5Reader(url, storage_options, policy, session)
+
+
+def whole_object_reader(
+    url: str, storage_options: Mapping[str, Any], policy: RetryPolicy, session: str
+) -> GranuleReader:
+    """Fetch each granule whole (one GET) and read it with h5py: the reader before the range
+    reader, kept for comparison in benchmarks and for stores where ranged GETs are costly."""
     from itslive_dask.io.hdf5 import H5Reader
 
     return H5Reader(url, storage_options, policy, session)

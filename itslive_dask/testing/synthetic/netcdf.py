@@ -12,7 +12,8 @@ Layouts (checked against the real files in ``/work/shared/data/real``):
 * V2 (``G0120V02``): ``img_pair_info``, ``x``, ``y``, ``mapping`` (vlen-string scalars for the
   two info variables), ``vx``, ``vy``, ``v``, ``v_error`` int16 ``_FillValue=-32767``,
   ``chip_size_width/height`` uint16 ``_FillValue=0``, ``interp_mask`` uint8 ``_FillValue=0``;
-  chunks ``min(512, n)`` per axis; gzip level 2 + shuffle; centre-based ``GeoTransform``.
+  chunks ``min(512, n)`` per axis (``size="realistic"``: full-width row chunks
+  ``(640, nx)``, as production files); gzip level 2 + shuffle; centre-based ``GeoTransform``.
 * V1 (``G0240V01``): ``Polar_Stereographic`` (EPSG 3413/3031) or ``UTM_Projection``
   (|S1 scalars), ``missing_value=-32767.`` and no ``_FillValue`` (HDF5 fill 0), no
   ``v_error``, misspelled ``aquisition_date_img1/2`` and ``collection_catagory_img1/2``, day
@@ -34,7 +35,7 @@ import numpy as np
 from itslive_dask import __version__
 from itslive_dask.testing.synthetic._proj import crs_texts
 from itslive_dask.testing.synthetic.render import GranuleArrays
-from itslive_dask.testing.synthetic.specs import GranuleSpec
+from itslive_dask.testing.synthetic.specs import REALISTIC_CHUNK_ROWS, GranuleSpec
 
 __all__ = ["encode_granule"]
 
@@ -208,7 +209,9 @@ def encode_granule(spec: GranuleSpec, arrays: GranuleArrays) -> bytes:
     """The bytes of a NetCDF4/HDF5 granule file for ``spec`` with content ``arrays``."""
     v2 = spec.version >= 2
     ny, nx = arrays.vx.shape
-    if v2:
+    if v2 and spec.realistic:  # production layout: full-width row chunks
+        chunk, shuffle, level = (min(REALISTIC_CHUNK_ROWS, ny), nx), True, 2
+    elif v2:
         chunk, shuffle, level = (min(512, ny), min(512, nx)), True, 2
     else:
         chunk, shuffle, level = (ny, nx), False, 1

@@ -145,8 +145,8 @@ def render_granule(spec: GranuleSpec) -> GranuleArrays:
     factor = float(time_factor(np.datetime64(spec.mid_date, "ns")))
     vx = bvx * factor
     vy = bvy * factor
+    rng = np.random.default_rng(spec.seed)
     if spec.noise_std > 0:
-        rng = np.random.default_rng(spec.seed)
         vx = vx + rng.normal(0.0, spec.noise_std, vx.shape)
         vy = vy + rng.normal(0.0, spec.noise_std, vy.shape)
     speed = np.hypot(vx, vy)
@@ -161,8 +161,15 @@ def render_granule(spec: GranuleSpec) -> GranuleArrays:
     err_mod = _DISPLACEMENT_ERROR_M[spec.sensor] / max(spec.date_dt, 1e-3) * 365.0
     v_error = None
     if spec.version >= 2:
-        v_error = q16(err_mod * (0.8 + 0.4 * np.minimum(speed, SPEED_MAX) / SPEED_MAX))
-    chip = np.where(speed > 1500.0, 480, 240).astype("uint16")
+        err = err_mod * (0.8 + 0.4 * np.minimum(speed, SPEED_MAX) / SPEED_MAX)
+        if spec.realistic:  # production errors vary pixel to pixel (they do not compress away)
+            err = np.abs(err + rng.normal(0.0, spec.noise_std, err.shape))
+        v_error = q16(err)
+    if spec.realistic:
+        chip, interp = _realistic_chip_and_interp(rng, speed)
+    else:
+        chip = np.where(speed > 1500.0, 480, 240).astype("uint16")
+        interp = np.zeros(valid.shape, dtype="uint8")
     chip[invalid] = 0
     return GranuleArrays(
         x=spec.x,
@@ -173,7 +180,19 @@ def render_granule(spec: GranuleSpec) -> GranuleArrays:
         v_error=v_error,
         chip_size_width=chip,
         chip_size_height=chip.copy(),
-        interp_mask=np.zeros(valid.shape, dtype="uint8"),
+        interp_mask=interp,
         valid=valid,
         error_modeled=round(err_mod, 1),
     )
+
+
+def _realistic_chip_and_interp(
+    rng: np.random.Generator, speed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chip sizes (m) that vary pixel to pixel among 240/480/960, larger where ice is fast,
+    and an interpolation mask with ~3% interpolated pixels: the variety real granules have."""
+    u = rng.random(speed.shape)
+    fast = np.minimum(speed, SPEED_MAX) / SPEED_MAX
+    chip = np.where(u < 0.6 - 0.4 * fast, 240, np.where(u < 0.9, 480, 960)).astype("uint16")
+    interp = (rng.random(speed.shape) < 0.03).astype("uint8")
+    return chip, interp

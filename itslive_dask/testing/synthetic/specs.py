@@ -28,7 +28,11 @@ from itslive_dask.testing.synthetic._proj import transformer
 from itslive_dask.testing.synthetic.field import Region, check_epsg_for_latitude, get_region
 
 __all__ = [
+    "REALISTIC_CHUNK_ROWS",
+    "REALISTIC_NOISE_STD",
+    "REALISTIC_SHAPE",
     "SENSOR_FOLDERS",
+    "SIZES",
     "GapSpec",
     "GranuleSpec",
     "SyntheticConfig",
@@ -42,6 +46,17 @@ SENSOR_FOLDERS: dict[str, str] = {
     "sentinel1": "sentinel1",
     "sentinel2": "sentinel2",
 }
+
+#: Granule size modes of :class:`SyntheticConfig`.
+SIZES: tuple[str, ...] = ("small", "realistic")
+#: (ny, nx) of a realistic-size V2 granule (the real G0120V02 file in shared/data/real);
+#: realistic V1 granules cover the same ground with half as many 240 m pixels per axis.
+REALISTIC_SHAPE: tuple[int, int] = (1879, 2016)
+#: Rows of the full-width row chunks of realistic V2 granules (chunks ``(640, nx)``).
+REALISTIC_CHUNK_ROWS = 640
+#: Noise (m/yr) of realistic granules when ``noise_std`` is left at 0: with it each int16
+#: velocity variable compresses to about 1 byte per pixel (gzip 2 + shuffle), as real ones do.
+REALISTIC_NOISE_STD = 25.0
 
 #: Pixel-centre alignment (metres, modulo the resolution) of production grids.
 ALIGNMENT: dict[float, tuple[float, float]] = {120.0: (52.5, 67.5), 240.0: (112.5, 127.5)}
@@ -105,7 +120,17 @@ class SyntheticConfig:
         Mean number of random data holes per optical granule (a fifth of that for radar).
     noise_std
         Standard deviation (m/yr) of Gaussian noise added to vx and vy before quantisation;
-        0 (default) makes every granule reproduce the truth within int16 rounding.
+        0 (default) makes every granule reproduce the truth within int16 rounding. With
+        ``size="realistic"``, 0 means :data:`REALISTIC_NOISE_STD`.
+    size
+        ``"small"`` (default): granules of ``granule_pixels`` pixels, V2 chunks of
+        ``min(512, n)``. ``"realistic"``: the size and layout of production granules (see
+        :data:`REALISTIC_SHAPE`): V2 granules of 1879 x 2016 px at 120 m in full-width row
+        chunks ``(640, 2016)``, gzip 2 + shuffle, with noise on every velocity variable and
+        varying chip sizes so that each file is ~20 MB (about 1 byte per pixel per velocity
+        variable); ``granule_pixels`` is ignored. The truth functions are unchanged, and the
+        same seed gives the same pairs, dates and CRSs as ``"small"`` (sizes, corners, noise
+        and valid percentages differ).
     """
 
     region: str | Region = "svalbard"
@@ -124,8 +149,11 @@ class SyntheticConfig:
     swath_fraction: float = 0.5
     cloud_holes: float = 2.0
     noise_std: float = 0.0
+    size: str = "small"
 
     def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise InvalidInputError(f"size must be one of {SIZES}, got {self.size!r}")
         reg = get_region(self.region)
         object.__setattr__(self, "region", reg)
         if not isinstance(self.n_granules, (int, np.integer)) or self.n_granules < 0:
@@ -267,6 +295,12 @@ class GranuleSpec:
     region: Region
     flight_direction: str = ""
     processing_delay_s: int = 0
+    size: str = "small"
+
+    @property
+    def realistic(self) -> bool:
+        """True for a granule of the ``size="realistic"`` mode (production size and layout)."""
+        return self.size == "realistic"
 
     @property
     def mid_date(self) -> dt.datetime:
@@ -429,6 +463,14 @@ class _Planner:
         if version == 1:
             pmin, pmax = max(4, pmin // 2), max(4, pmax // 2)
         nx, ny = (int(v) for v in rng.integers(pmin, pmax + 1, size=2))
+        noise = float(cfg.noise_std)
+        if cfg.size == "realistic":  # same draws as "small": only the size changes
+            ny, nx = (
+                REALISTIC_SHAPE
+                if version >= 2
+                else (REALISTIC_SHAPE[0] // 2, REALISTIC_SHAPE[1] // 2)
+            )
+            noise = noise or REALISTIC_NOISE_STD
         x0, y0 = self._place(rng, epsg, res, nx, ny)
         gaps = self._gaps(rng, nx, ny, family)
         valid = gaps.valid_mask(ny, nx)
@@ -460,10 +502,11 @@ class _Planner:
             gaps=gaps,
             percent_valid=percent,
             seed=int(rng.integers(0, 2**31 - 1)),
-            noise_std=float(cfg.noise_std),
+            noise_std=noise,
             region=self.region,
             flight_direction=flight,
             processing_delay_s=int(rng.integers(2 * 86400, 20 * 86400)),
+            size=cfg.size,
         )
         lon, lat = spec.centre_lonlat
         key = f"velocity_image_pair/{SENSOR_FOLDERS[family]}/v{version:02d}/{tile_folder(lon, lat)}/{name}.nc"

@@ -1,0 +1,171 @@
+"""The range reader: a granule on object storage read chunk by chunk, never whole.
+
+:class:`RangedReader` implements the :class:`~itslive_dask.io.reader.GranuleReader`
+protocol for remote URLs. Its header costs a few small ranged GETs (h5py over a block-cached
+:class:`~itslive_dask.io.ranged.RangeFile`), read once per granule per build and worker
+process together with the granule's chunk index; a window then fetches exactly the HDF5 chunks
+it needs, coalesced into few concurrent ranged GETs, and decodes them without HDF5 (gzip +
+shuffle). Decoded chunks are kept in a per-process cache bounded in bytes, so tiles sharing a
+full-width row chunk fetch and decode it once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from itslive_dask.cache import LRU
+from itslive_dask.errors import GranuleError
+from itslive_dask.granule.decode import decode, window_bounds
+from itslive_dask.granule.info import GranuleInfo
+from itslive_dask.io.fetch import RetryPolicy, with_retries
+from itslive_dask.io.hdf5 import h5_problem, read_info
+from itslive_dask.io.ranged import ChunkCache, ChunkIndex, RangeFile, read_window_ranged
+from itslive_dask.io.urls import redact_url, url_to_fs
+
+__all__ = ["CHUNK_CACHE_BYTES", "HEADER_CACHE", "RangedReader", "chunk_cache"]
+
+#: (session, url) -> (GranuleInfo, ChunkIndex): each header is read once per build and process.
+HEADER_CACHE: LRU[tuple[GranuleInfo, ChunkIndex]] = LRU(maxsize=4096, maxbytes=512 * 2**20)
+#: Decoded chunks kept per worker process (the row chunks of the granules a time block reads).
+CHUNK_CACHE_BYTES = 320 * 2**20
+
+_CHUNKS: dict[str, ChunkCache] = {}
+_CHUNKS_LOCK = threading.Lock()
+
+
+class _TracingRangeFile(RangeFile):
+    """A :class:`RangeFile` that remembers the last error of its own reads (h5py turns any
+    error of a file object into a bare OSError)."""
+
+    error: BaseException | None = None
+
+    def _fetch(self, first: int, last: int) -> None:
+        try:
+            super()._fetch(first, last)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+def chunk_cache(session: str) -> ChunkCache:
+    """The decoded-chunk cache of build ``session`` (one at a time per process: a new build
+    drops the previous one's chunks, so a repaired object is never served stale)."""
+    with _CHUNKS_LOCK:
+        cache = _CHUNKS.get(session)
+        if cache is None:
+            _CHUNKS.clear()
+            cache = _CHUNKS[session] = ChunkCache(CHUNK_CACHE_BYTES)
+        return cache
+
+
+class RangedReader:
+    """Read a remote granule with ranged GETs of its header and of the chunks a window needs.
+
+    Parameters
+    ----------
+    url
+        fsspec URL of the granule (``s3://``, ``https://``...).
+    storage_options
+        fsspec options.
+    policy
+        Retries of transient errors, for the header and for each window.
+    session
+        Scope of the per-process header and chunk caches (one build).
+    """
+
+    attempts: int
+    nbytes: int = 0
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        policy: RetryPolicy | None = None,
+        session: str = "",
+    ) -> None:
+        self.url = url
+        self.policy = policy or RetryPolicy()
+        self.session = session
+        self.attempts = 1
+        self._fs, self._path = url_to_fs(url, storage_options)
+        self._index: ChunkIndex | None = None
+
+    def _read_header(self) -> tuple[GranuleInfo, ChunkIndex]:
+        src = redact_url(self.url)
+
+        def read() -> tuple[GranuleInfo, ChunkIndex]:
+            fh = _TracingRangeFile(self._fs, self._path)
+            try:
+                try:
+                    h5 = h5py.File(fh, "r")
+                except (OSError, ValueError, RuntimeError) as exc:
+                    if fh.error is not None:  # the network failed, not the file: retry
+                        raise fh.error from None
+                    raise GranuleError(src, h5_problem(exc)) from None
+                with h5:
+                    info = read_info(h5, src)
+                    names = [s.name for s in info.specs]
+                    return info, ChunkIndex.from_h5(h5, names, missing="skip")
+            finally:
+                fh.close()
+
+        value, self.attempts = with_retries(self.url, read, self.policy)
+        return value
+
+    def header(self) -> GranuleInfo:
+        """The granule's header (cached with its chunk index for the build)."""
+        info, self._index = HEADER_CACHE.get((self.session, self.url), self._read_header)
+        return info
+
+    def window(
+        self, info: GranuleInfo, names: Sequence[str], rows: slice, cols: slice
+    ) -> dict[str, np.ndarray]:
+        """Decoded float32 windows of ``names``: NaN for no data; all-NaN for a variable the
+        granule lacks or never wrote."""
+        if self._index is None:
+            self.header()
+        index = self._index
+        assert index is not None
+        ny, nx = info.shape
+        r0, r1 = window_bounds(rows, ny, "rows")
+        c0, c1 = window_bounds(cols, nx, "cols")
+        shape = (r1 - r0, c1 - c0)
+        present = [n for n in dict.fromkeys(names) if n in index and index[n].refs]
+        raw: dict[str, np.ndarray] = {}
+        if present and shape[0] > 0 and shape[1] > 0:
+            cache = chunk_cache(self.session)
+
+            def read() -> dict[str, np.ndarray]:
+                return read_window_ranged(
+                    self._fs, self._path, index, present, (r0, r1), (c0, c1), cache=cache
+                )
+
+            raw, attempts = with_retries(self.url, read, self.policy)
+            self.attempts = max(self.attempts, attempts)
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            spec = info.spec(name)
+            if name not in raw or spec is None:
+                out[name] = np.full(shape, np.nan, dtype=np.float32)
+            else:
+                out[name] = decode(raw[name], spec)
+        return out
+
+    def close(self) -> None:
+        """Nothing to release: no file handle is kept."""
+
+    def forget(self) -> None:
+        """Drop this granule's cached header (after a failure)."""
+        HEADER_CACHE.discard((self.session, self.url))
+
+    def __enter__(self) -> RangedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
