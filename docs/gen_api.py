@@ -32,7 +32,7 @@ SECTIONS: dict[str, str] = {
     "geo.region": "Regions",
     "table": "The granule table",
     "granule.names": "Granule files",
-    "granule.dataset": "Granule files",
+    "io.dataset": "Granule files",
     "granule.info": "Granule files",
     "io.hdf5": "Granule files",
     "spec": "Cube engine",

@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "granule_table": "table",
     # format layer
     "parse_granule_name": "granule.names",
-    "open_granule": "granule.dataset",
+    "open_granule": "io.dataset",
     "read_granule_info": "io.hdf5",
     "GranuleInfo": "granule.info",
     # search, filter, download, catalogs, local servers

@@ -8,22 +8,33 @@ granules' footprints into a target grid is pure (:meth:`CubeSpec.grid_and_region
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import shapely
 
-from itslive_dask.cube.plan import DEFAULT_CHUNKS, normalize_chunks
-from itslive_dask.cube.reproject import RESAMPLING
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.geo.grid import PRODUCTION_ANCHOR, TargetGrid
 from itslive_dask.geo.region import default_crs, parse_region, to_crs
 from itslive_dask.granule.info import CATEGORICAL_VARIABLES, KNOWN_VARIABLES, VELOCITY_VARIABLES
 from itslive_dask.types import BBox, CRSLike, Region, Resampling
 
-__all__ = ["CATEGORICAL_VARIABLES", "DEFAULT_VARIABLES", "MAX_PIXELS", "CubeSpec"]
+__all__ = [
+    "CATEGORICAL_VARIABLES",
+    "DEFAULT_CHUNKS",
+    "DEFAULT_VARIABLES",
+    "MAX_PIXELS",
+    "RESAMPLING",
+    "CubeSpec",
+    "normalize_chunks",
+]
+
+#: Resampling methods of the kernel.
+RESAMPLING: tuple[str, ...] = ("nearest", "bilinear")
+#: Map-friendly default: few layers, large tiles.
+DEFAULT_CHUNKS: tuple[int, int, int] = (16, 512, 512)
 
 #: Variables built when none are named.
 DEFAULT_VARIABLES: tuple[str, ...] = VELOCITY_VARIABLES
@@ -164,3 +175,30 @@ def _check_variables(variables: Sequence[str] | str) -> tuple[str, ...]:
         )
     return names
 
+
+def normalize_chunks(chunks: Any) -> tuple[int, int, int]:
+    """Chunks as ``(t, y, x)`` from None, an int, a 3-tuple or a dict.
+
+    Dict keys: ``mid_date`` (or ``time``/``t``), ``y``, ``x``; missing keys take the default.
+    """
+    if chunks is None:
+        return DEFAULT_CHUNKS
+    if isinstance(chunks, int | np.integer):
+        out = (int(chunks),) * 3
+    elif isinstance(chunks, Mapping):
+        unknown = set(chunks) - {"mid_date", "time", "t", "y", "x"}
+        if unknown:
+            raise InvalidInputError(f"unknown chunk dimensions {sorted(unknown)}; use mid_date, y, x")
+        t = chunks.get("mid_date", chunks.get("time", chunks.get("t", DEFAULT_CHUNKS[0])))
+        out = (t, chunks.get("y", DEFAULT_CHUNKS[1]), chunks.get("x", DEFAULT_CHUNKS[2]))
+    elif isinstance(chunks, Sequence) and not isinstance(chunks, str) and len(chunks) == 3:
+        out = tuple(chunks)
+    else:
+        raise InvalidInputError(f"chunks must be an int, (t, y, x) or a dict; got {chunks!r}")
+    try:
+        vals = tuple(int(c) for c in out)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"chunk sizes must be positive integers; got {chunks!r}") from None
+    if any(v <= 0 for v in vals) or any(float(c) != v for c, v in zip(out, vals, strict=True)):
+        raise InvalidInputError(f"chunk sizes must be positive integers; got {chunks!r}")
+    return vals  # type: ignore[return-value]

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from itslive_dask.cube.reproject import RESAMPLING
 from itslive_dask.errors import InvalidInputError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.spec import DEFAULT_CHUNKS, RESAMPLING, normalize_chunks
 from itslive_dask.table import validate_granule_table
 from itslive_dask.types import GranuleRef
 
@@ -47,9 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Map-friendly default: few layers, large tiles.
-DEFAULT_CHUNKS: tuple[int, int, int] = (16, 512, 512)
 
 #: Granule-table column -> per-layer cube coordinate.
 LAYER_COORDS: dict[str, str] = {
@@ -185,34 +182,6 @@ class CubePlan:
             "dropped": len(self.dropped),
             "unreadable": len(self.unreadable),
         }
-
-
-def normalize_chunks(chunks: Any) -> tuple[int, int, int]:
-    """Chunks as ``(t, y, x)`` from None, an int, a 3-tuple or a dict.
-
-    Dict keys: ``mid_date`` (or ``time``/``t``), ``y``, ``x``; missing keys take the default.
-    """
-    if chunks is None:
-        return DEFAULT_CHUNKS
-    if isinstance(chunks, int | np.integer):
-        out = (int(chunks),) * 3
-    elif isinstance(chunks, Mapping):
-        unknown = set(chunks) - {"mid_date", "time", "t", "y", "x"}
-        if unknown:
-            raise InvalidInputError(f"unknown chunk dimensions {sorted(unknown)}; use mid_date, y, x")
-        t = chunks.get("mid_date", chunks.get("time", chunks.get("t", DEFAULT_CHUNKS[0])))
-        out = (t, chunks.get("y", DEFAULT_CHUNKS[1]), chunks.get("x", DEFAULT_CHUNKS[2]))
-    elif isinstance(chunks, Sequence) and not isinstance(chunks, str) and len(chunks) == 3:
-        out = tuple(chunks)
-    else:
-        raise InvalidInputError(f"chunks must be an int, (t, y, x) or a dict; got {chunks!r}")
-    try:
-        vals = tuple(int(c) for c in out)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"chunk sizes must be positive integers; got {chunks!r}") from None
-    if any(v <= 0 for v in vals) or any(float(c) != v for c, v in zip(out, vals, strict=True)):
-        raise InvalidInputError(f"chunk sizes must be positive integers; got {chunks!r}")
-    return vals  # type: ignore[return-value]
 
 
 def unique_mid_dates(mid_dates: np.ndarray, taken: np.ndarray | None = None) -> np.ndarray:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from itslive_dask.geo.transform import transformer
+from itslive_dask.spec import RESAMPLING
 
 __all__ = ["RESAMPLING", "SourceGeometry", "rotate", "sample", "source_geometry"]
 
-RESAMPLING: tuple[str, ...] = ("nearest", "bilinear")
 
 #: Step (metres, along the source x axis) of the finite difference that measures the rotation.
 _FD_STEP = 10.0

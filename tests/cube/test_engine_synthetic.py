@@ -20,7 +20,7 @@ from pyproj import Transformer
 
 from itslive_dask.cube.lazy import open_cube
 from itslive_dask.geo.region import to_crs
-from itslive_dask.granule.dataset import open_granule
+from itslive_dask.io.dataset import open_granule
 from itslive_dask.testing.synthetic import truth_velocity
 
 QUANT = 0.5  # int16 rounding of each component in the granule

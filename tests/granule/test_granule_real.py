@@ -21,8 +21,8 @@ from pyproj import Transformer
 from realdata import V1, V2
 
 from itslive_dask.errors import GranuleError, InvalidInputError
-from itslive_dask.granule.dataset import open_granule
 from itslive_dask.granule.info import GranuleInfo
+from itslive_dask.io.dataset import open_granule
 from itslive_dask.io.hdf5 import open_h5, read_granule_info, read_info, read_window
 from itslive_dask.table import granule_table
 

@@ -17,8 +17,8 @@ import shapely
 from pyproj import CRS, Transformer
 
 from itslive_dask.errors import GranuleError
-from itslive_dask.granule.dataset import open_granule
 from itslive_dask.granule.info import GranuleInfo
+from itslive_dask.io.dataset import open_granule
 from itslive_dask.io.hdf5 import open_h5, read_granule_info, read_info, read_window
 from itslive_dask.table import granule_table
 

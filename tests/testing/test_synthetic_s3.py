@@ -18,8 +18,8 @@ import pystac
 import pytest
 import shapely
 
-from itslive_dask.granule.dataset import open_granule
 from itslive_dask.granule.names import parse_granule_name
+from itslive_dask.io.dataset import open_granule
 from itslive_dask.io.hdf5 import read_granule_info
 from itslive_dask.table import COLUMNS, validate_granule_table
 from itslive_dask.testing.synthetic import (
