@@ -993,6 +993,10 @@ def info(
         typer.Option("--store-option", help="fsspec option for the store, KEY=VALUE."),
     ] = None,
     anon: AnonOpt = False,
+    stac_item: Annotated[
+        str | None,
+        typer.Option("--stac-item", help="Also write the cube's STAC item (datacube + projection extensions) to this JSON file."),
+    ] = None,
 ) -> None:
     """Describe a cube: extent, CRS, layers per year and sensor, build state and ledger."""
     from rich.table import Table
@@ -1002,6 +1006,11 @@ def info(
 
     sto = parse_options(store_option, anon=anon, what="--store-option")
     ds = open_store(store, sto)
+    if stac_item is not None:
+        from itslive_dask.store.stac_item import write_stac_item
+
+        write_stac_item(store, stac_item, sto)
+        _ui().step(f"STAC item written to {stac_item}")
     desc = describe_cube(ds)
     counts = layer_counts(ds)
     state = describe_build(store, sto)
@@ -1037,6 +1046,8 @@ def info(
         t.add_row("lon/lat", f"lon {a:.4f} .. {c:.4f}, lat {b:.4f} .. {d:.4f}")
     t.add_row("dates", f"{desc['start']} .. {desc['end']}")
     t.add_row("variables", ", ".join(desc["variables"]))
+    if state.get("velocity_encoding") == "int16":
+        t.add_row("encoding", "int16 velocities (whole m/yr, -32767 = no data), as the production cubes")
     t.add_row(
         "build",
         state.get("text", "no build state here (a time-series copy keeps it in <store>.map.zarr)"),

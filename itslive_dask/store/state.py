@@ -259,7 +259,7 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
     Returns
     -------
     dict
-        ``state_store``, ``generations``, ``complete``, ``chunks``, ``text``,
+        ``state_store``, ``generations``, ``complete``, ``chunks``, ``velocity_encoding``, ``text``,
         ``timeseries_complete`` (for time-series copies) and ``ledger``.
     """
     target = _as_target(store, store_options)
@@ -288,6 +288,9 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
         text += f" (in {out['state_store']})"
     if copy is not None and not out["timeseries_complete"]:
         text += "; the time-series copy is INCOMPLETE (rebuild it)"
-    out.update(generations=len(gens), complete=done, chunks=state.get("chunks"), text=text)
+    out.update(
+        generations=len(gens), complete=done, chunks=state.get("chunks"), text=text,
+        velocity_encoding=state.get("velocity_encoding", "float32"),
+    )
     out["ledger"] = read_ledger(target.url, target.storage_options)
     return out

@@ -70,6 +70,8 @@ def encoding(plan: CubePlan, zarr_format: int, velocity_encoding: str = "float32
     for v in plan.variables:
         if velocity_encoding == "int16" and v in INT16_VARIABLES:
             enc[v] = {"chunks": plan.chunks, "dtype": "int16", "_FillValue": np.int16(INT16_FILL), **comp}
+            if zarr_format == 3:  # Zarr's own fill value too: chunks never written read as no data
+                enc[v]["fill_value"] = INT16_FILL
         else:
             enc[v] = {"chunks": plan.chunks, "_FillValue": np.float32(np.nan), **comp}
     # CF: coordinate variables have no fill value
