@@ -147,6 +147,8 @@ def _dataset(plan: CubePlan, arrays: list[Any]) -> xr.Dataset:
         for i, v in enumerate(plan.variables)
     }
     ds = xr.Dataset(data_vars, coords=coords)
+    for c in ("x", "y"):  # CF: no fill value on coordinate variables (xarray adds NaN on write)
+        ds[c].encoding["_FillValue"] = None
     ds = _write_crs(ds, plan.grid)
     ds.attrs.update(
         {

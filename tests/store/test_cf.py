@@ -128,3 +128,32 @@ def test_history_names_every_run_and_provenance_survives_append(built):
     urls = dict(zip(granules["granule_id"], granules["url"], strict=True))
     got = {str(g): str(u) for g, u in zip(ds.granule_id.values, ds.granule_url.values, strict=True)}
     assert got == urls  # every layer, old and appended, names its granule and where it came from
+
+
+def test_timeseries_copy_and_int16_stay_cf_clean(tmp_path, synthetic_archive, dask_client):
+    """The time-series layout (a rechunked copy) with the int16 encoding: same metadata rules."""
+    import zarr
+
+    arch = synthetic_archive
+    t = arch.table
+    inside = t[t.intersects(arch.region)].reset_index(drop=True).iloc[:4]
+    store = str(tmp_path / "ts.zarr")
+    write_cube(
+        inside, store, arch.region, storage_options=arch.storage_options, chunks=(4, 96, 96), client=dask_client,
+        layout="timeseries", timeseries_chunks={"mid_date": 4, "y": 32, "x": 32}, velocity_encoding="int16",
+    )
+    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    for c in ("x", "y"):
+        assert "_FillValue" not in root[c].attrs, c
+    assert root["vx"].dtype == np.int16 and root["vx"].chunks == (4, 32, 32)
+    ds = open_store(store)
+    assert ds.vx.dtype == np.float32 and np.isnan(ds.vx.values).any() and np.isfinite(ds.vx.values).any()
+    nc = str(tmp_path / "ts.nc")
+    ds.to_netcdf(nc)
+    errors, warnings = _check(nc, _cf_checker_name(ds.attrs["Conventions"]), tmp_path)
+    assert errors == [] and warnings == [], (errors, warnings)
+    # the int16 variables keep the production encoding in the netCDF export
+    import netCDF4
+
+    with netCDF4.Dataset(nc) as f:
+        assert f["vx"].dtype == np.int16 and f["vx"]._FillValue == -32767
