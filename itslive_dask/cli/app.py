@@ -712,6 +712,15 @@ def cube(
     zarr_format: Annotated[
         int, typer.Option("--zarr-format", help="3 (default) or 2.", rich_help_panel="Cube")
     ] = 3,
+    velocity_encoding: Annotated[
+        str,
+        typer.Option(
+            "--velocity-encoding",
+            help="float32 (default, NaN = no data) or int16 (whole m/yr, -32767 = no data, as the "
+            "production cubes) for vx, vy, v, v_error; resume/append keep the store's.",
+            rich_help_panel="Cube",
+        ),
+    ] = "float32",
     layout: Annotated[
         str,
         typer.Option(
@@ -845,7 +854,7 @@ def cube(
         ui, source, output, spec=spec, storage_options=so, store_options=sto, mode=mode,
         zarr_format=zarr_format, scheduler=scheduler, n_workers=workers,
         threads_per_worker=threads_per_worker, memory_limit=memory_limit, retries=retries,
-        layout=layout,
+        layout=layout, velocity_encoding=velocity_encoding,
     )  # fmt: skip
     _cube_summary(result, counts, time.perf_counter() - t_start)
 
