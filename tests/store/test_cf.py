@@ -80,6 +80,12 @@ def test_exported_slice_passes_the_compliance_checker(built, tmp_path):
     back = xr.open_dataset(nc)
     assert back.rio.crs.to_epsg() == 3413
     assert back.sizes["mid_date"] == 4
+    # ... and GDAL places it where the coordinates say (corner = first centre - half a pixel)
+    rasterio = pytest.importorskip("rasterio")
+    with rasterio.open(f"NETCDF:{nc}:vx") as r:
+        assert r.crs.to_epsg() == 3413
+        assert (r.transform.c, r.transform.f) == (float(back.x[0]) - 60, float(back.y[0]) + 60)
+        assert r.transform.a == 120 and r.transform.e == -120
 
 
 def test_store_metadata_is_cf(built):
