@@ -78,6 +78,7 @@ def test_cli_and_demo_do_not_reach_into_store_internals():
     public_store = {
         "itslive_dask.store.write": {"write_cube", "check_output", "WriteResult", "MODES", "LAYOUTS"},
         "itslive_dask.store.state": {"describe_build", "open_store", "is_itslive_store", "read_ledger"},
+        "itslive_dask.store.stac_item": {"cube_stac_item", "write_stac_item"},
     }
     offenders = []
     for rel in ("cli/app.py", "demo.py", "pipeline.py"):

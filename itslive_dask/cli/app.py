@@ -712,6 +712,15 @@ def cube(
     zarr_format: Annotated[
         int, typer.Option("--zarr-format", help="3 (default) or 2.", rich_help_panel="Cube")
     ] = 3,
+    velocity_encoding: Annotated[
+        str,
+        typer.Option(
+            "--velocity-encoding",
+            help="float32 (default, NaN = no data) or int16 (whole m/yr, -32767 = no data, as the "
+            "production cubes) for vx, vy, v, v_error; resume/append keep the store's.",
+            rich_help_panel="Cube",
+        ),
+    ] = "float32",
     layout: Annotated[
         str,
         typer.Option(
@@ -845,7 +854,7 @@ def cube(
         ui, source, output, spec=spec, storage_options=so, store_options=sto, mode=mode,
         zarr_format=zarr_format, scheduler=scheduler, n_workers=workers,
         threads_per_worker=threads_per_worker, memory_limit=memory_limit, retries=retries,
-        layout=layout,
+        layout=layout, velocity_encoding=velocity_encoding,
     )  # fmt: skip
     _cube_summary(result, counts, time.perf_counter() - t_start)
 
@@ -1025,6 +1034,10 @@ def info(
         typer.Option("--store-option", help="fsspec option for the store, KEY=VALUE."),
     ] = None,
     anon: AnonOpt = False,
+    stac_item: Annotated[
+        str | None,
+        typer.Option("--stac-item", help="Also write the cube's STAC item (datacube + projection extensions) to this JSON file."),
+    ] = None,
 ) -> None:
     """Describe a cube: extent, CRS, layers per year and sensor, build state and ledger."""
     from rich.table import Table
@@ -1034,6 +1047,11 @@ def info(
 
     sto = parse_options(store_option, anon=anon, what="--store-option")
     ds = open_store(store, sto)
+    if stac_item is not None:
+        from itslive_dask.store.stac_item import write_stac_item
+
+        write_stac_item(store, stac_item, sto)
+        _ui().step(f"STAC item written to {stac_item}")
     desc = describe_cube(ds)
     counts = layer_counts(ds)
     state = describe_build(store, sto)
@@ -1069,6 +1087,8 @@ def info(
         t.add_row("lon/lat", f"lon {a:.4f} .. {c:.4f}, lat {b:.4f} .. {d:.4f}")
     t.add_row("dates", f"{desc['start']} .. {desc['end']}")
     t.add_row("variables", ", ".join(desc["variables"]))
+    if state.get("velocity_encoding") == "int16":
+        t.add_row("encoding", "int16 velocities (whole m/yr, -32767 = no data), as the production cubes")
     t.add_row(
         "build",
         state.get("text", "no build state here (a time-series copy keeps it in <store>.map.zarr)"),

@@ -23,24 +23,54 @@ from itslive_dask.cube.plan import CubePlan
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.types import StorageOptions
 
-__all__ = ["VARIABLE_ATTRS", "cube_from_plan", "cube_template"]
+__all__ = ["CONVENTIONS", "COORD_ATTRS", "VARIABLE_ATTRS", "cube_from_plan", "cube_template"]
 
+#: The CF conventions the cube declares. CF-1.9 and later allow 64-bit integers, which the
+#: cube needs (``mid_date`` and the acquisition dates are int64 microseconds or
+#: milliseconds, ``source_epsg``/``version`` are int64); CF-1.8 does not.
+CONVENTIONS = "CF-1.10"
+
+#: Attributes of the data variables. ``standard_name`` only where the CF standard-name table
+#: has one (``land_ice_surface_x_velocity``/``_y_velocity``); the others have ``long_name``.
 VARIABLE_ATTRS: dict[str, dict[str, str]] = {
     "vx": {
         "standard_name": "land_ice_surface_x_velocity",
+        "long_name": "velocity component in x direction",
         "description": "ground velocity component along the cube grid's x axis (rotated from the granule's grid)",
         "units": "meter/year",
     },
     "vy": {
         "standard_name": "land_ice_surface_y_velocity",
+        "long_name": "velocity component in y direction",
         "description": "ground velocity component along the cube grid's y axis (rotated from the granule's grid)",
         "units": "meter/year",
     },
-    "v": {"standard_name": "land_ice_surface_velocity", "description": "velocity magnitude", "units": "meter/year"},
-    "v_error": {"standard_name": "velocity_error", "description": "velocity magnitude error", "units": "meter/year"},
-    "chip_size_width": {"description": "chip size in x", "units": "m"},
-    "chip_size_height": {"description": "chip size in y", "units": "m"},
-    "interp_mask": {"description": "1 where the velocity was interpolated", "units": "1"},
+    "v": {"long_name": "velocity magnitude", "description": "land ice surface speed, hypot(vx, vy)", "units": "meter/year"},
+    "v_error": {"long_name": "velocity magnitude error", "description": "error of v, as given by the granule", "units": "meter/year"},
+    "chip_size_width": {"long_name": "chip size in x", "units": "m"},
+    "chip_size_height": {"long_name": "chip size in y", "units": "m"},
+    "interp_mask": {"long_name": "interpolated value mask", "description": "1 where the velocity was interpolated", "units": "1"},
+}
+
+#: Attributes of the coordinates (per-layer ones along ``mid_date`` carry the provenance:
+#: each layer's granule id and URL).
+COORD_ATTRS: dict[str, dict[str, str]] = {
+    "mid_date": {"standard_name": "time", "axis": "T", "long_name": "midpoint of the two acquisitions, made unique",
+                 "description": "the k-th layer sharing a midpoint with earlier ones is k microseconds later"},
+    "x": {"standard_name": "projection_x_coordinate", "axis": "X", "long_name": "x coordinate of projection (pixel centre)", "units": "m"},
+    "y": {"standard_name": "projection_y_coordinate", "axis": "Y", "long_name": "y coordinate of projection (pixel centre)", "units": "m"},
+    "acquisition_date_img1": {"long_name": "acquisition date and time of image 1"},
+    "acquisition_date_img2": {"long_name": "acquisition date and time of image 2"},
+    "date_dt": {"long_name": "time separation between the two acquisitions", "units": "days"},
+    "satellite_img1": {"long_name": "satellite of image 1"},
+    "satellite_img2": {"long_name": "satellite of image 2"},
+    "sensor": {"long_name": "sensor family of the image pair"},
+    "granule_id": {"long_name": "ITS_LIVE granule id of the layer (provenance)"},
+    "granule_url": {"long_name": "URL of the granule the layer was read from (provenance)"},
+    "source_epsg": {"long_name": "EPSG code of the granule's grid"},
+    "version": {"long_name": "ITS_LIVE granule format version"},
+    "percent_valid": {"long_name": "percentage of valid pixels in the granule", "units": "percent"},
+    "mapping": {"long_name": "grid mapping of the cube (CF and GDAL forms)"},
 }
 
 
@@ -132,9 +162,9 @@ def cube_template(plan: CubePlan) -> xr.Dataset:
 def _dataset(plan: CubePlan, arrays: list[Any]) -> xr.Dataset:
     layers = plan.layers
     coords: dict[str, Any] = {
-        "mid_date": ("mid_date", layers["mid_date"].to_numpy(), {"description": "midpoint of the two acquisitions, made unique"}),
-        "y": ("y", plan.grid.y, {"standard_name": "projection_y_coordinate", "units": "m"}),
-        "x": ("x", plan.grid.x, {"standard_name": "projection_x_coordinate", "units": "m"}),
+        "mid_date": ("mid_date", layers["mid_date"].to_numpy(), dict(COORD_ATTRS["mid_date"])),
+        "y": ("y", plan.grid.y, dict(COORD_ATTRS["y"])),
+        "x": ("x", plan.grid.x, dict(COORD_ATTRS["x"])),
     }
     for col in layers.columns:
         if col == "mid_date":
@@ -142,17 +172,19 @@ def _dataset(plan: CubePlan, arrays: list[Any]) -> xr.Dataset:
         values = layers[col].to_numpy()
         if values.dtype == object:
             values = values.astype(str)
-        coords[col] = ("mid_date", values)
+        coords[col] = ("mid_date", values, dict(COORD_ATTRS.get(col, {})))
     data_vars = {
         v: (("mid_date", "y", "x"), arrays[i], dict(VARIABLE_ATTRS.get(v, {}), grid_mapping="mapping"))
         for i, v in enumerate(plan.variables)
     }
     ds = xr.Dataset(data_vars, coords=coords)
+    for c in ("x", "y"):  # CF: no fill value on coordinate variables (xarray adds NaN on write)
+        ds[c].encoding["_FillValue"] = None
     ds = _write_crs(ds, plan.grid)
     ds.attrs.update(
         {
             "title": "ITS_LIVE image-pair velocity cube (itslive_dask)",
-            "Conventions": "CF-1.8",
+            "Conventions": CONVENTIONS,
             "projection": str(plan.grid.epsg),
             "resampling": plan.resampling,
             "region_wkt": shapely.to_wkt(plan.region, rounding_precision=3),
@@ -167,8 +199,15 @@ def _write_crs(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
     import rioxarray  # noqa: F401  (registers .rio)
 
     ds = ds.rio.write_crs(grid.crs, grid_mapping_name="mapping")
+    attrs = ds["mapping"].attrs
+    if attrs.get("grid_mapping_name") == "polar_stereographic" and "latitude_of_projection_origin" not in attrs:
+        # CF requires it (+90 or -90); pyproj's to_cf() leaves it out for variant B, whose
+        # standard parallel gives the hemisphere
+        lat_ts = float(attrs.get("standard_parallel", attrs.get("latitude_of_projection_origin", 90.0)))
+        attrs["latitude_of_projection_origin"] = 90.0 if lat_ts > 0 else -90.0
     ds["mapping"].attrs.update(
         {
+            **COORD_ATTRS["mapping"],
             "spatial_epsg": grid.epsg,
             "GeoTransform": " ".join(str(v) for v in (grid.x0, grid.resolution, 0.0, grid.y0, 0.0, -grid.resolution)),
         }

@@ -93,6 +93,8 @@ def rechunk_cube(
     for c in out.coords:
         out[c].encoding.pop("chunks", None)
         out[c].encoding.pop("preferred_chunks", None)
+        if c in ("x", "y"):  # CF: no fill value on coordinate variables (xarray adds NaN)
+            out[c].encoding["_FillValue"] = None
     if zarr_format is None:
         zarr_format = 2 if ds[data_vars[0]].encoding.get("zarr_format") == 2 else 3
     method = "p2p" if _has_distributed(client) else "tasks"

@@ -18,6 +18,7 @@ from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.store.state import STATE, list_markers, marker_name
 from itslive_dask.store.target import StoreTarget, put_json
+from itslive_dask.store.template import encode_int16
 
 __all__ = ["run_plan", "write_block_task"]
 
@@ -83,17 +84,25 @@ def write_block_task(cfg: BlockConfig, refs, t_range, rows, cols, target: StoreT
     ys, xs = slice(*rows), slice(*cols)
     if previous is None:
         for k, v in enumerate(cfg.variables):
-            group[v][t_range[0]: t_range[1], ys, xs] = out[k]
+            group[v][t_range[0]: t_range[1], ys, xs] = _stored(group[v], out[k])
         read = report.read
     else:  # retry of failed granules: write only their layers
         for pos, _ in refs:
             t = t_range[0] + pos
             for k, v in enumerate(cfg.variables):
-                group[v][t: t + 1, ys, xs] = out[k, pos: pos + 1]
+                group[v][t: t + 1, ys, xs] = _stored(group[v], out[k, pos: pos + 1])
         read = sorted(set(previous.get("read", [])) | set(report.read))
     content = {"read": read, "failed": report.failed}
     put_json(target, (STATE, "blocks", marker), content)
     return {"read": report.read, "failed": report.failed, "peak_rss": _peak_rss()}
+
+
+def _stored(array: Any, values: Any) -> Any:
+    """Values as the store keeps them: the Zarr array's dtype says the encoding (int16 for
+    ``velocity_encoding="int16"``, so resume and append keep what the store was built with)."""
+    if array.dtype == "int16":
+        return encode_int16(values)
+    return values
 
 
 _GROUPS: dict[str, Any] = {}

@@ -79,17 +79,23 @@ def read_state(target: StoreTarget) -> dict[str, Any] | None:
     return state
 
 
-def write_state(target: StoreTarget, state: dict[str, Any]) -> None:
+def write_state(target: StoreTarget, state: dict[str, Any], *, history: str | None = None) -> None:
+    """Write the build state (and append ``history``, one line, to the CF history attribute)."""
     import zarr
 
     root = target.open_root("r+")
-    root.attrs[ATTR] = json.dumps(state)
+    if history:
+        previous = str(root.attrs.get("history", "")).strip()
+        # oldest first, one line per build run of a generation
+        root.attrs.update({ATTR: json.dumps(state), "history": f"{previous}\n{history}" if previous else history})
+    else:
+        root.attrs[ATTR] = json.dumps(state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(root.store)
 
 
-def state_from_plan(plan: CubePlan) -> dict[str, Any]:
+def state_from_plan(plan: CubePlan, *, velocity_encoding: str = "float32") -> dict[str, Any]:
     return {
         "state_version": STATE_VERSION,
         "grid": asdict(plan.grid),
@@ -97,6 +103,7 @@ def state_from_plan(plan: CubePlan) -> dict[str, Any]:
         "variables": list(plan.variables),
         "resampling": plan.resampling,
         "region_wkb_hex": shapely.to_wkb(plan.region, hex=True),
+        "velocity_encoding": velocity_encoding,
         "generations": [],
     }
 
@@ -113,13 +120,30 @@ def require_state(target: StoreTarget) -> dict[str, Any]:
     return state
 
 
-def mark_generation_complete(target: StoreTarget, plan: CubePlan) -> None:
+def mark_generation_complete(target: StoreTarget, plan: CubePlan, mode: str = "create") -> None:
+    """Flag the generation of ``plan`` complete and add its line to the ``history`` attribute."""
     state = require_state(target)
     token = plan.token
-    for gen in state["generations"]:
+    number = 0
+    for k, gen in enumerate(state["generations"], start=1):
         if gen["token"] == token:
             gen["complete"] = True
-    write_state(target, state)
+            number = k
+    write_state(target, state, history=history_line(mode, number, plan))
+
+
+def history_line(mode: str, generation: int, plan: CubePlan) -> str:
+    """One line of the CF ``history`` attribute: when, which package version, what was done."""
+    from datetime import UTC, datetime
+
+    from itslive_dask import __version__
+
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first, last = plan.t_offset, plan.t_offset + plan.n_layers - 1
+    return (
+        f"{when}: itslive_dask {__version__} write_cube mode={mode}: generation {generation} "
+        f"(layers {first}-{last}, {plan.n_layers} granules) complete"
+    )
 
 
 def existing_ids(target: StoreTarget) -> list[str]:
@@ -168,7 +192,7 @@ def finalize(target: StoreTarget) -> list[dict[str, Any]]:
     markers = list_markers(target)
     failed = [dict(f, block=name[:-5]) for name, m in sorted(markers.items()) for f in m.get("failed", [])]
     ids = np.array(existing_ids(target), dtype=object)
-    status = np.zeros(ids.size, dtype="int8")
+    status = np.zeros(ids.size, dtype="int64")
     status[np.isin(ids, [f["granule_id"] for f in failed])] = 1
     target.open_root("r+")["granule_status"][:] = status
     return failed
@@ -209,6 +233,12 @@ def is_itslive_store(store: str | StoreTarget, store_options: dict | None = None
 def open_store(store: str | StoreTarget, store_options: dict | None = None) -> Any:
     """Open a cube store lazily with xarray.
 
+    The store has no fill value on ``x`` and ``y`` (CF: coordinate variables have no missing
+    values); their encoding says so explicitly (``_FillValue=None``), so that
+    ``open_store(...).to_netcdf(...)`` does not add xarray's default NaN fill value to them
+    (which ``xr.open_zarr(...).to_netcdf(...)`` does: pass
+    ``encoding={"x": {"_FillValue": None}, "y": {"_FillValue": None}}`` there).
+
     Raises
     ------
     StoreError
@@ -222,11 +252,15 @@ def open_store(store: str | StoreTarget, store_options: dict | None = None) -> A
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return xr.open_zarr(target.url, **target.zarr_kwargs())
+            ds = xr.open_zarr(target.url, **target.zarr_kwargs())
     except Exception as exc:  # zarr raises many types for a folder that is not a store
         raise StoreError(
             f"{display(target)} is not a readable Zarr cube: {type(exc).__name__}: {exc}"
         ) from None
+    for c in ("x", "y"):
+        if c in ds.variables and "_FillValue" not in ds[c].attrs:
+            ds[c].encoding["_FillValue"] = None
+    return ds
 
 
 def describe_build(store: str | StoreTarget, store_options: dict | None = None) -> dict[str, Any]:
@@ -238,7 +272,7 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
     Returns
     -------
     dict
-        ``state_store``, ``generations``, ``complete``, ``chunks``, ``text``,
+        ``state_store``, ``generations``, ``complete``, ``chunks``, ``velocity_encoding``, ``text``,
         ``timeseries_complete`` (for time-series copies) and ``ledger``.
     """
     target = _as_target(store, store_options)
@@ -267,6 +301,9 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
         text += f" (in {out['state_store']})"
     if copy is not None and not out["timeseries_complete"]:
         text += "; the time-series copy is INCOMPLETE (rebuild it)"
-    out.update(generations=len(gens), complete=done, chunks=state.get("chunks"), text=text)
+    out.update(
+        generations=len(gens), complete=done, chunks=state.get("chunks"), text=text,
+        velocity_encoding=state.get("velocity_encoding", "float32"),
+    )
     out["ledger"] = read_ledger(target.url, target.storage_options)
     return out

@@ -15,14 +15,49 @@ import xarray as xr
 
 from itslive_dask.cube.graph import cube_template
 from itslive_dask.cube.plan import CubePlan
-from itslive_dask.errors import StoreError
+from itslive_dask.errors import InvalidInputError, StoreError
 from itslive_dask.store.state import ATTR, STATE, generation, require_state, state_from_plan
 from itslive_dask.store.target import StoreTarget, display, exists
 
-__all__ = ["append_template", "check_alignment", "write_template"]
+__all__ = [
+    "INT16_FILL",
+    "INT16_VARIABLES",
+    "VELOCITY_ENCODINGS",
+    "append_template",
+    "check_alignment",
+    "encode_int16",
+    "write_template",
+]
+
+#: ``velocity_encoding`` of :func:`itslive_dask.write_cube`: ``"float32"`` (default, NaN =
+#: no data) or ``"int16"`` (as the ITS_LIVE production cubes: whole m/yr, -32767 = no data).
+VELOCITY_ENCODINGS = ("float32", "int16")
+
+#: The variables stored as int16 with ``velocity_encoding="int16"`` (the others stay float32).
+INT16_VARIABLES = ("vx", "vy", "v", "v_error")
+
+#: No-data value of the int16 encoding (the production cubes' ``_FillValue``).
+INT16_FILL = -32767
 
 
-def encoding(plan: CubePlan, zarr_format: int) -> dict[str, dict[str, Any]]:
+def encode_int16(values: np.ndarray) -> np.ndarray:
+    """Float m/yr -> int16 as stored with ``velocity_encoding="int16"``.
+
+    Rounded to the nearest whole m/yr with halves to even (:func:`numpy.rint`: 2.5 -> 2,
+    3.5 -> 4, -0.5 -> -0), clipped to [-32766, 32767] (the fill value -32767 is never a
+    value; +-inf clip too); NaN -> -32767. Each variable is rounded on its own: the stored ``v`` is the
+    rounded float speed, not ``hypot`` of the rounded components.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    out = np.clip(np.rint(np.nan_to_num(a, nan=0.0)), INT16_FILL + 1, np.iinfo(np.int16).max).astype(np.int16)
+    out[np.isnan(a)] = INT16_FILL
+    return out
+
+
+def encoding(plan: CubePlan, zarr_format: int, velocity_encoding: str = "float32") -> dict[str, dict[str, Any]]:
+    """The ``encoding=`` of the template's ``to_zarr``: chunks, compressor, fill values, dtype."""
+    if velocity_encoding not in VELOCITY_ENCODINGS:
+        raise InvalidInputError(f"unknown velocity_encoding {velocity_encoding!r}; use one of {', '.join(VELOCITY_ENCODINGS)}")
     if zarr_format == 3:
         from zarr.codecs import BloscCodec
 
@@ -31,12 +66,31 @@ def encoding(plan: CubePlan, zarr_format: int) -> dict[str, dict[str, Any]]:
         from numcodecs import Blosc
 
         comp = {"compressors": (Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE),)}
-    return {v: {"chunks": plan.chunks, "_FillValue": np.float32(np.nan), **comp} for v in plan.variables}
+    enc: dict[str, dict[str, Any]] = {}
+    for v in plan.variables:
+        if velocity_encoding == "int16" and v in INT16_VARIABLES:
+            enc[v] = {"chunks": plan.chunks, "dtype": "int16", "_FillValue": np.int16(INT16_FILL), **comp}
+            if zarr_format == 3:  # Zarr's own fill value too: chunks never written read as no data
+                enc[v]["fill_value"] = INT16_FILL
+        else:
+            enc[v] = {"chunks": plan.chunks, "_FillValue": np.float32(np.nan), **comp}
+    # CF: coordinate variables have no fill value
+    enc.update({c: {"_FillValue": None} for c in ("x", "y")})
+    return enc
 
 
 def template_dataset(plan: CubePlan) -> xr.Dataset:
     ds = cube_template(plan)
-    ds = ds.assign_coords(granule_status=("mid_date", np.zeros(plan.n_layers, dtype="int8"), {"flag_values": [0, 1], "flag_meanings": "read failed"}))
+    # int64 like its flag_values: attributes go through JSON in Zarr and come back as int64
+    # (CF wants flag_values of the variable's type)
+    ds = ds.assign_coords(
+        granule_status=(
+            "mid_date",
+            np.zeros(plan.n_layers, dtype="int64"),
+            {"long_name": "whether the layer's granule was read", "flag_values": np.array([0, 1], dtype="int64"),
+             "flag_meanings": "read failed"},
+        )
+    )
     for v in plan.variables:  # explicit attribute: the encoding= of to_zarr would drop it
         ds[v].encoding.pop("grid_mapping", None)
         ds[v].attrs["grid_mapping"] = "mapping"
@@ -46,19 +100,26 @@ def template_dataset(plan: CubePlan) -> xr.Dataset:
     return ds
 
 
-def write_template(plan: CubePlan, target: StoreTarget, *, zarr_format: int, overwrite: bool) -> None:
-    """Write the template of a new cube (replacing the store when ``overwrite``)."""
+def write_template(
+    plan: CubePlan, target: StoreTarget, *, zarr_format: int, overwrite: bool, velocity_encoding: str = "float32"
+) -> None:
+    """Write the template of a new cube (replacing the store when ``overwrite``).
+
+    ``velocity_encoding`` (see :data:`VELOCITY_ENCODINGS`) is recorded in the build state;
+    resume and append keep the arrays, and so the encoding, of the store.
+    """
+    enc = encoding(plan, zarr_format, velocity_encoding)
     if overwrite and exists(target):
         target.fs().rm(target.path(), recursive=True)
     ds = template_dataset(plan)
-    state = state_from_plan(plan)
+    state = state_from_plan(plan, velocity_encoding=velocity_encoding)
     state["generations"] = [generation(plan)]
     ds.attrs[ATTR] = json.dumps(state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.to_zarr(
             target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
-            encoding=encoding(plan, zarr_format), **target.zarr_kwargs(),
+            encoding=enc, **target.zarr_kwargs(),
         )
         import zarr
 

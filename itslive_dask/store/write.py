@@ -4,8 +4,9 @@ Layout of a store written here::
 
     <store>/                      Zarr group (format 3 by default, consolidated metadata)
         vx, vy, v, v_error, ...   float32 (mid_date, y, x), NaN = no data, Blosc-zstd
+                                  (int16, -32767 = no data, with velocity_encoding="int16")
         mid_date, x, y, ...       coordinates; per-layer ones along mid_date
-        granule_status            int8 per layer: 0 read, 1 failed (see the ledger)
+        granule_status            int64 per layer: 0 read, 1 failed (see the ledger)
         mapping                   CF grid mapping (``ds.rio.crs`` reads it)
         _itslive/                 build state (a Zarr group so readers ignore it)
             blocks/<t0>-<t1>_<iy>_<ix>.json   one marker per finished block
@@ -63,7 +64,7 @@ from itslive_dask.store.target import (
     remove_leftovers,
     resolve_target,
 )
-from itslive_dask.store.template import append_template, write_template
+from itslive_dask.store.template import VELOCITY_ENCODINGS, append_template, write_template
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
 __all__ = ["LAYOUTS", "MODES", "WriteResult", "check_output", "write_cube"]
@@ -132,6 +133,7 @@ def write_cube(
     store_options: StorageOptions | None = None,
     mode: str = "create",
     zarr_format: int = 3,
+    velocity_encoding: str = "float32",
     client: Any = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -166,6 +168,12 @@ def write_cube(
         (add the granules not yet in the cube).
     zarr_format
         3 (default) or 2 for older readers.
+    velocity_encoding
+        ``"float32"`` (default: NaN = no data) or ``"int16"``: ``vx``, ``vy``, ``v``,
+        ``v_error`` stored as whole m/yr in int16 with ``_FillValue = -32767``, as the
+        ITS_LIVE production cubes (rounded half to even, see
+        :func:`itslive_dask.store.template.encode_int16`); xarray opens them as float32 with
+        NaN. For ``create``/``overwrite``; ``resume`` and ``append`` keep the store's.
     client, scheduler, n_workers, threads_per_worker, memory_limit
         Which Dask cluster runs the build, see :func:`itslive_dask.cluster.dask_client`.
     retries
@@ -206,10 +214,12 @@ def write_cube(
             scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
             memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
             storage_options=storage_options, zarr_format=zarr_format,
-            retries=retries, progress=progress,
+            velocity_encoding=velocity_encoding, retries=retries, progress=progress,
         )
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    if velocity_encoding not in VELOCITY_ENCODINGS:
+        raise InvalidInputError(f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}")
     target = resolve_target(store, store_options)
     state = check_output(target, mode=mode)
 
@@ -242,7 +252,9 @@ def write_cube(
         if mode in ("resume", "append"):
             remove_leftovers(target)
         if plan is not None:
-            write_template(plan, target, zarr_format=zarr_format, overwrite=(mode == "overwrite"))
+            write_template(
+                plan, target, zarr_format=zarr_format, overwrite=(mode == "overwrite"), velocity_encoding=velocity_encoding
+            )
             generations, layers_added = [plan], plan.n_layers
         else:
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
@@ -253,7 +265,7 @@ def write_cube(
                 stats[k] += one[k]
             stats["read"] |= one["read"]
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
-            mark_generation_complete(target, gen_plan)
+            mark_generation_complete(target, gen_plan, mode)
     # a granule whose header could not be read never reached a block: it is a failure too
     failed = finalize(target) + [
         {"granule_id": _granule_id_of(u["url"]), "url": u["url"], "error": u["error"],

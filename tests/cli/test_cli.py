@@ -25,6 +25,7 @@ import pytest
 import requests
 import shapely
 import xarray as xr
+import zarr
 from PIL import Image
 
 from itslive_dask.server import LocalSearchServer
@@ -180,6 +181,22 @@ def test_info(built):
     assert set(per_year) == years
     assert sum(r["total"] for r in per_year.values()) == ds.sizes["mid_date"]
     assert doc["build"]["complete"] == doc["build"]["generations"] == 1
+
+
+def test_cube_int16_matches_the_float_cube(built, tmp_path, s3_args):
+    """--velocity-encoding int16: the production encoding, within 0.5 m/yr of the float cube."""
+    store = tmp_path / "i16.zarr"
+    res = run(
+        "cube", "--granules", str(built["saved"]), "--output", str(store), "--workers", "1",
+        "--chunks", "8,128,128", "--velocity-encoding", "int16", *s3_args,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert zarr.open_group(str(store), mode="r")["vx"].dtype == np.int16
+    doc = json.loads(run("info", str(store), "--json").stdout)
+    assert doc["build"]["velocity_encoding"] == "int16"
+    a, b = xr.open_zarr(store).vx.values, xr.open_zarr(built["store"]).vx.values
+    assert np.array_equal(np.isnan(a), np.isnan(b)) and np.isfinite(b).any()
+    assert np.nanmax(np.abs(a - b)) <= 0.5
 
 
 def test_plot(built, tmp_path):
