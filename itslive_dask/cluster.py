@@ -282,9 +282,27 @@ def _gateway(scheduler: str, *, n_workers: int | None, timeout: float) -> Iterat
             finally:
                 c.close()
         finally:
-            cluster.close(shutdown=False)  # given, not ours: left running
+            close_gateway_cluster(cluster, shutdown=False)  # given, not ours: left running
     finally:
-        gateway.close()
+        close_gateway(gateway)
+
+
+def close_gateway(gateway: Any) -> None:
+    """Close a ``dask_gateway.Gateway`` once (its ``__del__`` would close it again, on a
+    stopped loop, and print an ignored exception)."""
+    gateway.close()
+    with contextlib.suppress(AttributeError):
+        del gateway._loop_runner
+
+
+def close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
+    """Close a ``dask_gateway.GatewayCluster`` object, shutting the cluster down or not, and
+    its gateway client once (see :func:`close_gateway`)."""
+    cluster.close(shutdown=shutdown)
+    gateway = getattr(cluster, "gateway", None)
+    if gateway is not None:
+        with contextlib.suppress(AttributeError):
+            del gateway._loop_runner
 
 
 @contextlib.contextmanager
@@ -321,7 +339,7 @@ def _new_gateway_cluster(gateway: Any, opts: dict[str, str], n_workers: int | No
         finally:
             c.close()
     finally:
-        cluster.shutdown()  # started here: never left running
+        close_gateway_cluster(cluster, shutdown=True)  # started here: never left running
         log.info("shut down dask-gateway cluster %s", cluster.name)
 
 

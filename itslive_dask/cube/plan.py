@@ -166,6 +166,11 @@ class CubePlan:
             "dropped": len(self.dropped),
         }
 
+    def _repr_html_(self) -> str:
+        from itslive_dask.notebook import plan_html
+
+        return plan_html(self)
+
 
 def normalize_chunks(chunks: Any) -> tuple[int, int, int]:
     """Chunks as ``(t, y, x)`` from None, an int, a 3-tuple or a dict.
