@@ -121,3 +121,40 @@ def test_resume_through_a_scheduler_after_the_client_dies(tmp_path, small, synth
                                   storage_options=synthetic_archive.storage_options, scheduler=address)
     assert res.failed == [] and res.blocks_skipped >= done_before
     assert_same_store(store, reference)
+
+
+def test_credentials_stay_out_of_keys_logs_and_store(tmp_path, small, synthetic_archive, local_s3, dask_processes):
+    """Options with a secret (for reading and for an s3:// store) reach the workers with the
+    tasks, but the secret is in no task key, no scheduler or worker log, no file of the store."""
+    import uuid
+
+    from distributed import Client
+
+    secret = f"hub-secret-{uuid.uuid4().hex}"
+    read_opts = {**synthetic_archive.storage_options, "secret": secret}  # moto accepts any key pair
+    store_opts = {**local_s3.storage_options, "secret": secret}
+    address = dask_processes.start_scheduler()
+    for name in ("w1", "w2"):
+        dask_processes.start_worker(name, env={"DASK_LOGGING__DISTRIBUTED": "debug"})
+    dask_processes.wait_for_workers(2)
+    local_s3.create_bucket("hub-cubes")
+    keys: set[str] = set()
+    with Client(address, timeout=30, set_as_default=False) as spy:
+
+        def progress(done, total):  # every key the scheduler holds while the build runs
+            keys.update(map(str, spy.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))))
+
+        res = itslive_dask.write_cube(small, "s3://hub-cubes/cube.zarr", synthetic_archive.region,
+                                      storage_options=read_opts, store_options=store_opts, chunks=CHUNKS,
+                                      scheduler=address, progress=progress)
+    assert res.failed == [] and res.blocks_written > 0
+    assert any(k.startswith("itslive-write-") for k in keys), keys
+    assert not [k for k in keys if secret in k]
+    dask_processes.stop()  # flush the logs
+    logs = [p.read_text(errors="replace") for p in tmp_path.glob("*.log")]
+    assert len(logs) == 3 and all(logs)
+    assert not [text for text in logs if secret in text]
+    fs = local_s3.filesystem()
+    files = [p for p in fs.find("hub-cubes/cube.zarr")]
+    assert any("/_itslive/blocks/" in p for p in files) and any(p.endswith("ledger.json") for p in files)
+    assert not [p for p in files if secret.encode() in fs.cat_file(p)]
