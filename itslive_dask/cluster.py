@@ -226,7 +226,12 @@ def parse_gateway_scheduler(scheduler: str) -> tuple[str, str | None, dict[str, 
     rest = scheduler[len("gateway:"):]
     head, _, query = rest.partition("?")
     if head == "new":
-        return "new", None, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        try:
+            return "new", None, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError:
+            raise InvalidInputError(
+                f"cluster options are given as gateway:new?option=value&option=value, got {scheduler!r}"
+            ) from None
     if not head or query:
         raise InvalidInputError(
             f"use gateway:new[?option=value&...], gateway:<cluster name> or the cluster's "

@@ -253,3 +253,23 @@ def test_cli_builds_on_a_gateway_cluster(tmp_path, gateway_server, small, synthe
         finally:
             close_gateway_cluster(cluster, shutdown=True)
         assert _running(gateway) == before
+
+
+def test_gateway_strings_are_checked_before_anything_starts():
+    from itslive_dask.cluster import parse_gateway_scheduler
+    from itslive_dask.errors import InvalidInputError
+
+    assert parse_gateway_scheduler("gateway:new?workers=4&image=pangeo") == (
+        "new", None, {"workers": "4", "image": "pangeo"})
+    assert parse_gateway_scheduler("gateway:new") == ("new", None, {})
+    assert parse_gateway_scheduler("gateway:abc123") == ("name", "abc123", {})
+    assert parse_gateway_scheduler("gateway://10.0.0.5:8786/abc123") == (
+        "address", "abc123", {"proxy_address": "gateway://10.0.0.5:8786"})
+    for bad in ("gateway:", "gateway://10.0.0.5:8786", "gateway://10.0.0.5:8786/a/b", "gateway:name?x=1",
+                "gateway:new?novalue"):
+        with pytest.raises(InvalidInputError):
+            parse_gateway_scheduler(bad)
+    with dask.config.set({"gateway.address": None, "gateway.proxy-address": None}):
+        with pytest.raises(ClusterError, match="DASK_GATEWAY__ADDRESS"):
+            with dask_client(scheduler="gateway:new"):
+                pass
