@@ -31,6 +31,7 @@ MAX_FAILED_ROWS = 10
 
 _STYLE = (
     "<style>.itslive-table td, .itslive-table th {text-align: left; padding: 1px 8px;}"
+    ".itslive-table td {max-width: 36em; overflow-wrap: anywhere;}"
     ".itslive-table caption {text-align: left; font-weight: bold;}</style>"
 )
 
@@ -110,7 +111,7 @@ def result_html(result: Any) -> str:
     if result.failed:
         head = "<tr><th>granule</th><th>block</th><th>attempts</th><th>error</th></tr>"
         body = "".join(
-            f"<tr><td>{_e(f.get('granule_id', ''))}</td><td>{_e(f.get('block', ''))}</td>"
+            f"<tr><td>{_e(f.get('granule_id', ''))}</td><td style=\"white-space: nowrap\">{_e(f.get('block', ''))}</td>"
             f"<td>{_e(f.get('attempts', ''))}</td><td>{_e(f.get('error', ''))}</td></tr>"
             for f in result.failed[:MAX_FAILED_ROWS]
         )
