@@ -273,3 +273,55 @@ def test_gateway_strings_are_checked_before_anything_starts():
         with pytest.raises(ClusterError, match="DASK_GATEWAY__ADDRESS"):
             with dask_client(scheduler="gateway:new"):
                 pass
+
+
+def test_kernel_dies_and_a_new_one_resumes_on_the_same_gateway_cluster(tmp_path, gateway_server, small,
+                                                                       synthetic_archive, local_reference):
+    """docs/cloud.md, step 3: the kernel building on a gateway cluster is killed; the cluster
+    lives on; a new session resumes by the cluster's name and gets the uninterrupted cube."""
+    import pickle
+
+    chunks = (2, 128, 128)  # many small blocks: the kill lands mid-build
+    reference = local_reference(chunks)
+    total = len(list((reference / "_itslive" / "blocks").glob("*.json")))
+    store = tmp_path / "hub.zarr"
+    with gateway_server.gateway() as gateway:
+        cluster = gateway.new_cluster()
+        try:
+            cluster.scale(2)
+            with cluster.get_client() as c:
+                c.wait_for_workers(2, timeout=120)
+            args = tmp_path / "args.pkl"
+            args.write_bytes(pickle.dumps({"table": small, "store": str(store), "region": synthetic_archive.region,
+                                           "so": synthetic_archive.storage_options, "chunks": chunks,
+                                           "scheduler": f"gateway:{cluster.name}"}))
+            script = tmp_path / "kernel.py"
+            script.write_text(textwrap.dedent("""
+                import pickle, sys
+                import itslive_dask
+                a = pickle.load(open(sys.argv[1], "rb"))
+                itslive_dask.write_cube(a["table"], a["store"], a["region"], storage_options=a["so"],
+                                        chunks=a["chunks"], scheduler=a["scheduler"])
+            """))
+            kernel = subprocess.Popen([sys.executable, str(script), str(args)], start_new_session=True,
+                                      env=dict(os.environ, **gateway_server.env()))
+            markers = store / "_itslive" / "blocks"
+            deadline = time.time() + 180
+            while time.time() < deadline and kernel.poll() is None:
+                if markers.exists() and len(list(markers.glob("*.json"))) >= 2:
+                    break
+                time.sleep(0.02)
+            os.killpg(kernel.pid, signal.SIGKILL)
+            kernel.wait()
+            done_before = len(list(markers.glob("*.json")))
+            assert 0 < done_before < total, "the kernel must die part-way through the build"
+            assert cluster.name in _running(gateway), "the cluster outlives the kernel"
+            with dask.config.set(gateway_server.config()):
+                res = itslive_dask.write_cube(small, str(store), mode="resume",
+                                              storage_options=synthetic_archive.storage_options,
+                                              scheduler=f"gateway:{cluster.name}")
+            assert res.failed == [] and res.blocks_skipped >= done_before
+            assert_same_store(store, reference)
+            assert cluster.name in _running(gateway)
+        finally:
+            close_gateway_cluster(cluster, shutdown=True)
