@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 
 #: Modules a worker must import to run block tasks (``itslive_dask`` must also match the
 #: client's version: tasks and their configuration are pickled by reference).
-WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs")
+WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs", "zarr")
+
+#: The modules of the block tasks themselves: importing them imports every dependency the
+#: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
+TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
 
 #: Seconds to wait for the workers of a new gateway cluster.
 GATEWAY_WORKER_TIMEOUT = 300.0
@@ -420,7 +424,7 @@ def check_workers(
         if not client.scheduler_info(n_workers=-1).get("workers"):
             log.warning("the cluster has no workers yet: their environment is not checked")
             return {}
-    envs = worker_environments(client, modules)
+    envs = worker_environments(client, (*modules, *TASK_MODULES))
     want = _public_version(itslive_dask.__version__)
     bad = []
     for address, env in sorted(envs.items()):
@@ -435,6 +439,11 @@ def check_workers(
                 problems.append(f"{name} missing ({info['error']})")
             elif name == "itslive_dask" and _public_version(info["version"]) != want:
                 problems.append(f"itslive_dask {info['version']} (this client has {itslive_dask.__version__})")
+        package = env.get("modules", {}).get("itslive_dask", {})
+        for name in TASK_MODULES if "error" not in package else ():
+            info = env.get("modules", {}).get(name, {})
+            if "error" in info:
+                problems.append(f"{name} cannot be imported ({info['error']})")
         if problems:
             label = address if not env.get("name") or str(env["name"]) == address else f"{address} (name {env['name']})"
             bad.append(f"  {label}: " + "; ".join(problems))

@@ -79,17 +79,17 @@ class DaskProcesses:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
-        for proc in [*self.workers.values(), self.scheduler]:
-            if proc is not None and proc.poll() is None:
+        """Workers first (they leave while their scheduler still answers), then the scheduler."""
+        for group in (list(self.workers.values()), [self.scheduler]):
+            live = [p for p in group if p is not None and p.poll() is None]
+            for proc in live:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.workers.values(), self.scheduler]:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            for proc in live:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
 
 
 @pytest.fixture

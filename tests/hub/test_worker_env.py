@@ -21,11 +21,14 @@ MISSING = textwrap.dedent(
         sys.modules[name] = None  # 'import itslive_dask' now raises ImportError
     """
 )
-#: Another release of the package on the worker.
+#: Another release of the package on the worker, and without pyproj (which the package's
+#: top level does not import, but its block tasks do).
 OLD = textwrap.dedent(
     """
+    import sys
     import itslive_dask
     itslive_dask.__version__ = "0.0.1"
+    sys.modules["pyproj"] = None
     """
 )
 
@@ -56,6 +59,8 @@ def test_workers_lacking_the_package_give_one_clear_error(tmp_path, mixed_cluste
     assert "h5netcdf missing (ModuleNotFoundError" in lines["lacking"]
     assert "h5py" not in lines["lacking"] and "s3fs" not in lines["lacking"]
     assert f"itslive_dask 0.0.1 (this client has {itslive_dask.__version__})" in lines["old"]
+    assert "itslive_dask.cube.kernel cannot be imported (ModuleNotFoundError: import of pyproj halted" in lines["old"]
+    assert "cannot be imported" not in lines["lacking"]  # the package itself is missing there
     assert f"itslive_dask=={itslive_dask.__version__}" in msg
     assert "Traceback" not in msg
     assert not store.exists(), "nothing is written before the check"
@@ -77,4 +82,6 @@ def test_the_check_applies_to_a_given_client(mixed_cluster):
         assert [e["name"] for e in envs.values()] == ["good"]
         (env,) = envs.values()
         assert env["modules"]["itslive_dask"] == {"version": itslive_dask.__version__}
-        assert set(env["modules"]) == {"itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs"}
+        assert set(env["modules"]) == {"itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs", "zarr",
+                                       "itslive_dask.cube.kernel", "itslive_dask.store.write"}
+        assert all("version" in info for info in env["modules"].values())
