@@ -1,5 +1,34 @@
 """Getting a Dask ``distributed`` client: a LocalCluster of processes, a scheduler address,
-or a client the user already has (a Pangeo hub, dask-gateway, a cloud cluster)."""
+a dask-gateway cluster, or a client (or cluster) the user already has.
+
+Which cluster runs a build
+    ``client=`` (a :class:`distributed.Client`, or a cluster object with ``get_client()`` such
+    as a ``dask_gateway.GatewayCluster``) is used as is and left running. ``scheduler=`` is
+    resolved by :func:`dask_client`:
+
+    ============================================  ===========================================
+    ``tcp://host:8786`` (any distributed address)  connected to, left running
+    ``gateway://proxy:port/<cluster-name>``        the running dask-gateway cluster of that
+                                                   name (its scheduler address), left running
+    ``gateway:<cluster-name>``                     the same, by name
+    ``gateway:new`` / ``gateway:new?workers=4&``   a new dask-gateway cluster with these
+    ``worker_memory=4``                            cluster options, scaled to ``workers``;
+                                                   shut down when the build ends, however it
+                                                   ends
+    ============================================  ===========================================
+
+    The gateway itself is the one dask-gateway is configured with (``gateway.address``,
+    ``gateway.proxy-address``, ``gateway.auth`` in the Dask configuration, which a Pangeo hub
+    sets through ``DASK_GATEWAY__ADDRESS``...). dask-gateway is the ``[hub]`` extra.
+
+Worker environment
+    Before anything is submitted, the workers of a cluster the package did not start itself
+    are asked (by a function sent by value, so it runs even where ``itslive_dask`` cannot be
+    imported) which versions of ``itslive_dask`` and of the readers it needs they have; a
+    worker without them, or with another ``itslive_dask`` version, makes
+    :func:`check_workers` raise one :class:`~itslive_dask.errors.ClusterError` naming the
+    workers and what they lack, instead of a deserialisation traceback from the first task.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +37,35 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from itslive_dask.errors import ClusterError, InvalidInputError
 
-__all__ = ["dask_client", "dask_setup", "default_workers", "sigint_shield"]
+__all__ = [
+    "WORKER_MODULES",
+    "check_workers",
+    "dask_client",
+    "dask_setup",
+    "default_workers",
+    "sigint_shield",
+    "worker_environments",
+]
 
 log = logging.getLogger(__name__)
+
+#: Modules a worker must import to run block tasks (``itslive_dask`` must also match the
+#: client's version: tasks and their configuration are pickled by reference).
+WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs", "zarr")
+
+#: The modules of the block tasks themselves: importing them imports every dependency the
+#: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
+TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
+
+#: Seconds to wait for the workers of a new gateway cluster.
+GATEWAY_WORKER_TIMEOUT = 300.0
 
 
 def default_workers() -> int:
@@ -33,50 +83,112 @@ def dask_client(
     memory_limit: str | int | None = "auto",
     timeout: float = 10.0,
     announce: Callable[[str], None] | None = None,
+    check: bool = True,
 ) -> Iterator[Any]:
     """Yield a :class:`distributed.Client`, starting and stopping a cluster if needed.
 
     Parameters
     ----------
     client
-        An existing client: used as is and left open.
+        An existing client, or a cluster object with ``get_client()`` (a
+        ``dask_gateway.GatewayCluster``, a ``LocalCluster``...): used as is and left running.
     scheduler
-        Address of a running scheduler (``tcp://host:8786``): connected to, left running.
+        Address of a running scheduler (``tcp://host:8786``), of a running dask-gateway
+        cluster (``gateway://proxy:8786/<name>`` or ``gateway:<name>``): connected to, left
+        running. ``gateway:new`` (options as a query: ``gateway:new?workers=4&worker_memory=4``)
+        starts a dask-gateway cluster for this build and shuts it down at the end.
     n_workers, threads_per_worker, memory_limit
         Size of the LocalCluster of processes started when neither ``client`` nor
         ``scheduler`` is given (default: one single-threaded worker per core, memory split
-        evenly). ``memory_limit`` is per worker, e.g. ``"2GiB"``.
+        evenly). ``memory_limit`` is per worker, e.g. ``"2GiB"``. ``n_workers`` also scales a
+        ``gateway:new`` cluster (default 2).
     timeout
-        Seconds to wait for a scheduler to answer.
+        Seconds to wait for a scheduler to answer (and for a first worker to join a cluster
+        that has none yet).
     announce
         Called with a one-line message giving the dashboard link.
+    check
+        Check the workers' environment (:func:`check_workers`) of a cluster not started here.
 
     Raises
     ------
     ClusterError
-        The scheduler cannot be reached or the cluster cannot start.
-    """
-    from distributed import Client, LocalCluster
+        The scheduler cannot be reached, the cluster cannot start, or its workers lack the
+        package or its readers.
 
+    Examples
+    --------
+    >>> with dask_client(scheduler="gateway:new?workers=8") as client:  # doctest: +SKIP
+    ...     write_cube(granules, "s3://bucket/cube.zarr", region, client=client)
+    """
     if client is not None:
         if scheduler is not None:
             raise InvalidInputError("give either client or scheduler, not both")
-        _announce(client, announce)
-        yield client
+        with _given(client, check=check, timeout=timeout, announce=announce) as c:
+            yield c
         return
     if scheduler is not None:
         if not isinstance(scheduler, str) or ("://" not in scheduler and ":" not in scheduler):
-            raise InvalidInputError(f"scheduler must be an address like tcp://127.0.0.1:8786, got {scheduler!r}")
-        try:
-            c = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        try:
+            raise InvalidInputError(
+                f"scheduler must be an address like tcp://127.0.0.1:8786 or gateway:new, got {scheduler!r}"
+            )
+        if scheduler.startswith("gateway:"):
+            cm = _gateway(scheduler, n_workers=n_workers, timeout=timeout)
+        else:
+            cm = _address(scheduler, timeout=timeout)
+        with cm as c:
+            if check:
+                check_workers(c, timeout=timeout)
             _announce(c, announce)
             yield c
-        finally:
-            c.close()
         return
+    with _local(n_workers, threads_per_worker, memory_limit) as c:
+        _announce(c, announce)
+        yield c
+
+
+@contextlib.contextmanager
+def _given(client: Any, *, check: bool, timeout: float, announce) -> Iterator[Any]:
+    from distributed import Client
+
+    if isinstance(client, Client):
+        if check:
+            check_workers(client, timeout=timeout)
+        _announce(client, announce)
+        yield client
+        return
+    if not callable(getattr(client, "get_client", None)):
+        raise InvalidInputError(
+            f"client must be a distributed.Client or a cluster with get_client(), got {type(client).__name__}"
+        )
+    c = client.get_client()  # a new client of the given cluster: ours to close
+    try:
+        if check:
+            check_workers(c, timeout=timeout)
+        _announce(c, announce)
+        yield c
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def _address(address: str, *, timeout: float) -> Iterator[Any]:
+    from distributed import Client
+
+    try:
+        c = Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
     n = default_workers() if n_workers is None else int(n_workers)
     if n < 1 or threads_per_worker < 1:
         raise InvalidInputError("workers and threads per worker must be at least 1")
@@ -94,12 +206,270 @@ def dask_client(
     try:
         c = Client(cluster)
         try:
-            _announce(c, announce)
             yield c
         finally:
             c.close()
     finally:
         cluster.close()
+
+
+# --------------------------------------------------------------------------- dask-gateway
+
+
+def parse_gateway_scheduler(scheduler: str) -> tuple[str, str | None, dict[str, str]]:
+    """Split a ``gateway:`` scheduler string into (kind, cluster name or proxy, options).
+
+    ``kind`` is ``"new"`` (options from the query), ``"name"`` (the cluster name) or
+    ``"address"`` (``gateway://proxy:port/<name>``: the name and the proxy address).
+
+    Examples
+    --------
+    >>> parse_gateway_scheduler("gateway:new?workers=4&image=pangeo")
+    ('new', None, {'workers': '4', 'image': 'pangeo'})
+    >>> parse_gateway_scheduler("gateway://10.0.0.5:8786/abc123")
+    ('address', 'abc123', {'proxy_address': 'gateway://10.0.0.5:8786'})
+    """
+    if scheduler.startswith("gateway://"):
+        rest = scheduler[len("gateway://"):]
+        proxy, _, name = rest.partition("/")
+        if not proxy or not name or "/" in name:
+            raise InvalidInputError(
+                f"a gateway cluster address is gateway://<proxy host:port>/<cluster name>, got {scheduler!r}"
+            )
+        return "address", name, {"proxy_address": f"gateway://{proxy}"}
+    rest = scheduler[len("gateway:"):]
+    head, _, query = rest.partition("?")
+    if head == "new":
+        try:
+            return "new", None, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError:
+            raise InvalidInputError(
+                f"cluster options are given as gateway:new?option=value&option=value, got {scheduler!r}"
+            ) from None
+    if not head or query:
+        raise InvalidInputError(
+            f"use gateway:new[?option=value&...], gateway:<cluster name> or the cluster's "
+            f"gateway:// address, got {scheduler!r}"
+        )
+    return "name", head, {}
+
+
+def _gateway_module():
+    try:
+        import dask_gateway
+    except ImportError:
+        raise ClusterError(
+            "a gateway: scheduler needs dask-gateway: pip install 'itslive_dask[hub]'"
+        ) from None
+    return dask_gateway
+
+
+def _option_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@contextlib.contextmanager
+def _gateway(scheduler: str, *, n_workers: int | None, timeout: float) -> Iterator[Any]:
+    kind, name, opts = parse_gateway_scheduler(scheduler)
+    dg = _gateway_module()
+    proxy = opts.pop("proxy_address", None)
+    try:
+        gateway = dg.Gateway(proxy_address=proxy) if proxy else dg.Gateway()
+    except (ValueError, OSError) as exc:
+        raise ClusterError(
+            f"no dask-gateway to reach ({exc}); set the gateway address in the Dask "
+            "configuration (gateway.address, or DASK_GATEWAY__ADDRESS)"
+        ) from None
+    try:
+        if kind == "new":
+            with _new_gateway_cluster(gateway, opts, n_workers) as c:
+                yield c
+            return
+        try:
+            cluster = gateway.connect(name, shutdown_on_close=False)
+        except Exception as exc:  # the gateway's HTTP errors (ValueError, ClientError...)
+            raise ClusterError(f"cannot connect to the dask-gateway cluster {name!r}: {exc}") from None
+        try:
+            c = cluster.get_client()
+            try:
+                yield c
+            finally:
+                c.close()
+        finally:
+            close_gateway_cluster(cluster, shutdown=False)  # given, not ours: left running
+    finally:
+        close_gateway(gateway)
+
+
+def close_gateway(gateway: Any) -> None:
+    """Close a ``dask_gateway.Gateway`` once (its ``__del__`` would close it again, on a
+    stopped loop, and print an ignored exception)."""
+    gateway.close()
+    with contextlib.suppress(AttributeError):
+        del gateway._loop_runner
+
+
+def close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
+    """Close a ``dask_gateway.GatewayCluster`` object, shutting the cluster down or not, and
+    its gateway client once (see :func:`close_gateway`)."""
+    cluster.close(shutdown=shutdown)
+    gateway = getattr(cluster, "gateway", None)
+    if gateway is not None:
+        with contextlib.suppress(AttributeError):
+            del gateway._loop_runner
+
+
+@contextlib.contextmanager
+def _new_gateway_cluster(gateway: Any, opts: dict[str, str], n_workers: int | None) -> Iterator[Any]:
+    workers = opts.pop("workers", None)
+    n = int(workers) if workers is not None else (n_workers if n_workers is not None else 2)
+    if n < 1:
+        raise InvalidInputError(f"a gateway cluster needs at least 1 worker, got {n}")
+    try:
+        options = gateway.cluster_options()
+        for key, value in opts.items():
+            options[key] = _option_value(value)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ClusterError(f"invalid dask-gateway cluster option: {exc}") from None
+    except Exception as exc:
+        raise ClusterError(f"cannot reach the dask-gateway at {gateway.address}: {exc}") from None
+    try:
+        cluster = gateway.new_cluster(options, shutdown_on_close=True)
+    except Exception as exc:
+        raise ClusterError(f"the dask-gateway could not start a cluster: {exc}") from None
+    log.info("started dask-gateway cluster %s", cluster.name)
+    try:
+        cluster.scale(n)
+        c = cluster.get_client()
+        try:
+            try:
+                c.wait_for_workers(n, timeout=GATEWAY_WORKER_TIMEOUT)
+            except TimeoutError:
+                raise ClusterError(
+                    f"the dask-gateway cluster {cluster.name} did not get {n} workers in "
+                    f"{GATEWAY_WORKER_TIMEOUT:.0f} s"
+                ) from None
+            yield c
+        finally:
+            c.close()
+    finally:
+        close_gateway_cluster(cluster, shutdown=True)  # started here: never left running
+        log.info("shut down dask-gateway cluster %s", cluster.name)
+
+
+# --------------------------------------------------------------------------- worker environment
+
+_PROBE_SOURCE = '''
+def probe(names):
+    import importlib
+    import platform
+
+    out = {"python": platform.python_version(), "modules": {}}
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            out["modules"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            out["modules"][name] = {"version": str(getattr(module, "__version__", "unknown"))}
+    return out
+'''
+
+
+def _probe_function() -> Callable[[tuple[str, ...]], dict[str, Any]]:
+    # defined in a module that does not exist on the workers, so cloudpickle sends it by
+    # value: it runs on a worker that cannot import itslive_dask
+    namespace: dict[str, Any] = {"__name__": "_itslive_dask_worker_probe"}
+    exec(compile(_PROBE_SOURCE, "<itslive_dask worker probe>", "exec"), namespace)
+    return namespace["probe"]
+
+
+def worker_environments(client: Any, modules: tuple[str, ...] = WORKER_MODULES) -> dict[str, dict[str, Any]]:
+    """What each worker of ``client``'s cluster can import: ``{address: {"python": ..., "modules":
+    {name: {"version": ...} or {"error": ...}}, "name": worker name}}``."""
+    probe = _probe_function()
+    try:
+        found = client.run(probe, tuple(modules), on_error="return")
+    except Exception as exc:
+        raise ClusterError(f"cannot ask the Dask workers for their environment: {exc}") from None
+    names = {a: w.get("name") for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    out: dict[str, dict[str, Any]] = {}
+    for address, env in found.items():
+        if isinstance(env, BaseException):
+            env = {"python": "?", "modules": {}, "error": f"{type(env).__name__}: {env}"}
+        out[address] = {**env, "name": names.get(address)}
+    return out
+
+
+def check_workers(
+    client: Any, *, modules: tuple[str, ...] = WORKER_MODULES, timeout: float = 10.0
+) -> dict[str, dict[str, Any]]:
+    """Check that every worker can import ``itslive_dask`` at this version and its readers.
+
+    A cluster without workers is waited for up to ``timeout`` seconds, then let through (an
+    adaptive cluster may start its workers only when tasks arrive; those are not checked).
+
+    Returns
+    -------
+    dict
+        :func:`worker_environments` of the workers checked.
+
+    Raises
+    ------
+    ClusterError
+        One or more workers lack a module or run another ``itslive_dask`` version: the
+        message names each worker and what it lacks.
+    """
+    import itslive_dask
+
+    if not client.scheduler_info(n_workers=-1).get("workers"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not client.scheduler_info(n_workers=-1).get("workers"):
+            time.sleep(0.2)
+        if not client.scheduler_info(n_workers=-1).get("workers"):
+            log.warning("the cluster has no workers yet: their environment is not checked")
+            return {}
+    envs = worker_environments(client, (*modules, *TASK_MODULES))
+    want = _public_version(itslive_dask.__version__)
+    bad = []
+    for address, env in sorted(envs.items()):
+        problems = []
+        if "error" in env:
+            problems.append(f"cannot run the check ({env['error']})")
+        for name in modules:
+            info = env.get("modules", {}).get(name)
+            if info is None:
+                continue
+            if "error" in info:
+                problems.append(f"{name} missing ({info['error']})")
+            elif name == "itslive_dask" and _public_version(info["version"]) != want:
+                problems.append(f"itslive_dask {info['version']} (this client has {itslive_dask.__version__})")
+        package = env.get("modules", {}).get("itslive_dask", {})
+        for name in TASK_MODULES if "error" not in package else ():
+            info = env.get("modules", {}).get(name, {})
+            if "error" in info:
+                problems.append(f"{name} cannot be imported ({info['error']})")
+        if problems:
+            label = address if not env.get("name") or str(env["name"]) == address else f"{address} (name {env['name']})"
+            bad.append(f"  {label}: " + "; ".join(problems))
+    if bad:
+        raise ClusterError(
+            f"{len(bad)} of {len(envs)} Dask workers cannot run the build:\n" + "\n".join(bad) + "\n"
+            f"Install itslive_dask=={itslive_dask.__version__} with "
+            f"{', '.join(m for m in modules if m != 'itslive_dask')} in the workers' environment "
+            "(the cluster's image or conda environment) and restart them."
+        )
+    log.debug("worker environments checked: %d workers", len(envs))
+    return envs
+
+
+def _public_version(version: str) -> str:
+    return str(version).split("+", 1)[0]
 
 
 def _announce(client: Any, announce: Callable[[str], None] | None) -> None:

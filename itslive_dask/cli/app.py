@@ -752,7 +752,8 @@ def cube(
         str | None,
         typer.Option(
             "--scheduler",
-            help="Dask scheduler address (tcp://host:8786); default: a LocalCluster.",
+            help="Dask scheduler: tcp://host:8786, gateway://proxy/<name>, gateway:<name> or "
+            "gateway:new?workers=N (dask-gateway); default: a LocalCluster.",
             rich_help_panel="Dask",
         ),
     ] = None,

@@ -183,6 +183,11 @@ class CubePlan:
             "unreadable": len(self.unreadable),
         }
 
+    def _repr_html_(self) -> str:
+        from itslive_dask.notebook import plan_html
+
+        return plan_html(self)
+
 
 def unique_mid_dates(mid_dates: np.ndarray, taken: np.ndarray | None = None) -> np.ndarray:
     """Make sorted mid_dates unique: the k-th repeat of a date gets k microseconds added.

@@ -116,6 +116,11 @@ class WriteResult:
     elapsed: float = 0.0
     peak_worker_rss: int = 0
 
+    def _repr_html_(self) -> str:
+        from itslive_dask.notebook import result_html
+
+        return result_html(self)
+
 
 def write_cube(
     source: Granules | xr.Dataset,
