@@ -145,7 +145,7 @@ def write_cube(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     retries: int = 3,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
     announce: Callable[[str], None] | None = None,
     layout: str = "map",
     timeseries_chunks: Any = None,
@@ -184,7 +184,9 @@ def write_cube(
     retries
         Attempts for transient read errors of a granule.
     progress
-        Called as ``progress(blocks_done, blocks_total)`` while blocks finish.
+        Called as ``progress(blocks_done, blocks_total)`` while blocks finish; ``True`` shows
+        a progress bar (HTML in Jupyter, lines in a terminal:
+        :class:`itslive_dask.notebook.NotebookProgress`).
     announce
         Called with one-line messages for the user (the dashboard link).
     layout
@@ -207,6 +209,12 @@ def write_cube(
     >>> xr.open_zarr("s3://my-bucket/pig.zarr")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    if progress is True:
+        from itslive_dask.notebook import NotebookProgress
+
+        progress = NotebookProgress()
+    elif progress is False:
+        progress = None
     if layout not in LAYOUTS:
         raise InvalidInputError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     spec = CubeSpec.build(

@@ -129,3 +129,19 @@ def test_progress_outside_a_kernel(capsys, monkeypatch):
     assert [line.split(",")[0] for line in err] == ["blocks: 0/4 (0%)", "blocks: 4/4 (100%)"]
     assert p.updates == 2 and (p.done, p.total) == (4, 4)
     assert 'value="4" max="4"' in p._repr_html_()
+
+
+def test_write_cube_progress_true_shows_a_bar(tmp_path, capsys):
+    """Defect: ``write_cube(progress=True)`` called ``True(...)`` and raised TypeError."""
+    from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive
+
+    table = generate_archive(
+        str(tmp_path / "archive"), SyntheticConfig(region="svalbard", n_granules=4, seed=5)
+    )
+    res = itslive_dask.write_cube(
+        table, str(tmp_path / "cube.zarr"), chunks=(4, 256, 256), n_workers=1,
+        memory_limit="1GiB", progress=True,
+    )  # fmt: skip
+    err = capsys.readouterr().err  # outside a kernel: lines on stderr
+    assert res.blocks_written > 0
+    assert f"cube blocks: {res.blocks_total}/{res.blocks_total} (100%)" in err
