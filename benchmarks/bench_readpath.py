@@ -32,7 +32,8 @@ Nothing is asserted here; ``test_bench_readpath.py`` checks counts, never times.
 Run::
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_readpath.py [--work DIR] [--out DIR]
-        [--granules 8] [--repeat 1] [--tutorial-granules 384]
+        [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2] [--readers ranged,whole]
+        [--tutorial-granules 384] [--skip-readers]
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 AOIS_KM = (10.0, 50.0, 180.0)
 READERS = ("ranged", "whole")
 COLUMNS = [
-    "aoi_km", "reader", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
+    "aoi_km", "reader", "workers", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
     "mb_per_granule", "write_s", "max_worker_peak_mb", "resume_requests", "resume_mb",
     "partial_resume_requests_per_granule", "partial_resume_mb",
 ]
@@ -286,7 +287,7 @@ def run_readpath(
                         b = r["build"]
                         peaks = r["worker_peak_rss"]
                         row = {
-                            "round": rnd, "aoi_km": km, "granules": n, "needed_mb": need_b / 1e6,
+                            "round": rnd, "aoi_km": km, "workers": n_workers, "granules": n, "needed_mb": need_b / 1e6,
                             "needed_chunks_mb": chunk_b / 1e6,
                             "fetched_over_needed": b["bytes_out"] / max(need_b, 1),
                             "requests_per_granule": b["requests"] / max(n, 1),
@@ -358,6 +359,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default=None, help="folder of the JSON result")
     ap.add_argument("--granules", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1, help="rounds (reader order alternates)")
+    ap.add_argument("--aois", default="10,50,180", help="AOI sizes in km, comma-separated")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
+    ap.add_argument("--readers", default="ranged,whole", help="readers, comma-separated")
     ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
     args = ap.parse_args(argv)
@@ -370,7 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"machine_start": machine_info()}
     if not args.skip_readers:
-        res["readpath"] = run_readpath(work, n_granules=args.granules, repeat=args.repeat)
+        res["readpath"] = run_readpath(
+            work, n_granules=args.granules, repeat=args.repeat, n_workers=args.workers,
+            aois_km=tuple(float(a) for a in args.aois.split(",")), readers=tuple(args.readers.split(",")),
+        )
         rp = res["readpath"]
         print(f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}")
         print(md_table(rp["rows"], COLUMNS))
