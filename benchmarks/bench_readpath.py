@@ -353,6 +353,51 @@ def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dic
     return {"granules": n, "archive_s": gen_s, "rows": rows}
 
 
+def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dict[str, Any]:
+    """cProfile every block of the tutorial-size cube in this one process (caches cold at the
+    start, as in a fresh worker): where ``write_cube``'s worker time goes, per stage."""
+    import cProfile
+    import pstats
+
+    from bench_read import _STAGES, _clear_caches, block_inputs
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
+
+    table = synthetic_archive(Path(work) / f"archive-{n}-{seed}", n, seed=seed)
+    plan = make_plan(table, get_region("svalbard").geojson)
+    stages_of = {**_STAGES, "header": "header (read_info)", "window": "window (decode)"}
+    _clear_caches(B)
+    prof = cProfile.Profile()
+    reads = 0
+    t0 = time.perf_counter()
+    for block in plan.block_ids():
+        if not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        reads += len(refs)
+        prof.enable()
+        B.read_block(cfg, refs, rows, cols, nt)
+        prof.disable()
+    total = time.perf_counter() - t0
+    st = pstats.Stats(prof)
+    stages: dict[str, float] = {}
+    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if func in stages_of:
+            stages[stages_of[func]] = stages.get(stages_of[func], 0.0) + ct
+    top = sorted(
+        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
+        key=lambda kv: -kv[1],
+    )[:12]
+    return {
+        "granules": n, "granule_block_reads": reads, "total_s": total,
+        "ms_per_granule_read": 1e3 * total / max(reads, 1),
+        "stages_s": stages, "stages_pct": {k: 100 * v / total for k, v in stages.items()},
+        "top_self_time": [{"function": f, "s": t, "pct": 100 * t / total} for f, t in top],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=None, help="folder of the synthetic archives (reused)")
@@ -364,6 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--readers", default="ranged,whole", help="readers, comma-separated")
     ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
+    ap.add_argument("--profile-tutorial", action="store_true", help="cProfile the tutorial-size cube's blocks in one process")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
@@ -384,6 +430,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tutorial_granules:
         res["tutorial"] = run_tutorial(work, args.tutorial_granules)
         print(md_table(res["tutorial"]["rows"], TUTORIAL_COLUMNS))
+    if args.profile_tutorial:
+        import json
+
+        res["profile"] = profile_blocks(work, args.tutorial_granules or 384)
+        print(json.dumps(res["profile"], indent=1))
     path = write_result(out_dir(args.out), "readpath", res)
     print(f"\nresult -> {path}")
     return res
