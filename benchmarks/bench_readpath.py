@@ -33,7 +33,8 @@ Run::
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_readpath.py [--work DIR] [--out DIR]
         [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2] [--readers ranged,whole]
-        [--tutorial-granules 384] [--skip-readers]
+        [--tutorial-granules 384] [--skip-readers] [--profile-tutorial]
+        [--scaling 50,100,200,384 --plot FILE.png]
 """
 
 from __future__ import annotations
@@ -353,6 +354,41 @@ def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dic
     return {"granules": n, "archive_s": gen_s, "rows": rows}
 
 
+def run_scaling(work: str | os.PathLike, sizes: tuple[int, ...] = (50, 100, 200, 384)) -> dict[str, Any]:
+    """:func:`run_tutorial` at each size: wall time and peak memory versus granules."""
+    rows = []
+    for n in sizes:
+        for r in run_tutorial(work, n)["rows"]:
+            rows.append({k: r.get(k) for k in ("case", "granules", "elapsed_s", "x_baseline", "driver_peak_mb", "max_worker_peak_mb", "shape")})
+    return {"rows": rows}
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Two panels: wall time and peak RSS versus granules, baseline vs ``write_cube``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for case, label, style in (("baseline", "tutorial load_cube (1 process)", "o-"), ("write", "write_cube (2 workers)", "s-")):
+        rs = sorted((r for r in rows if r["case"] == case), key=lambda r: r["granules"])
+        n = [r["granules"] for r in rs]
+        ax1.plot(n, [r["elapsed_s"] for r in rs], style, label=label)
+        mem = [r["driver_peak_mb"] if case == "baseline" else max(r["driver_peak_mb"], r["max_worker_peak_mb"] or 0) for r in rs]
+        ax2.plot(n, mem, style, label=label + (" driver" if case == "baseline" else ", largest process"))
+    ax1.set(xlabel="granules in the archive", ylabel="wall time (s)", title="Time (one run, shared 2 cores)")
+    ax2.set(xlabel="granules in the archive", ylabel="peak RSS (MB)", title="Peak memory of one process")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dict[str, Any]:
     """cProfile every block of the tutorial-size cube in this one process (caches cold at the
     start, as in a fresh worker): where ``write_cube``'s worker time goes, per stage."""
@@ -409,6 +445,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--readers", default="ranged,whole", help="readers, comma-separated")
     ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
+    ap.add_argument("--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384")
+    ap.add_argument("--plot", default=None, help="PNG of the --scaling figures (time and memory vs granules)")
     ap.add_argument("--profile-tutorial", action="store_true", help="cProfile the tutorial-size cube's blocks in one process")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -430,6 +468,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tutorial_granules:
         res["tutorial"] = run_tutorial(work, args.tutorial_granules)
         print(md_table(res["tutorial"]["rows"], TUTORIAL_COLUMNS))
+    if args.scaling:
+        res["scaling"] = run_scaling(work, tuple(int(n) for n in args.scaling.split(",")))
+        print(md_table(res["scaling"]["rows"], TUTORIAL_COLUMNS))
+        if args.plot:
+            print(f"plot -> {plot_scaling(res['scaling']['rows'], args.plot)}")
     if args.profile_tutorial:
         import json
 
