@@ -38,7 +38,10 @@ def run_graph(sizes: tuple[int, ...] = SIZES, chunkings: dict[str, tuple[int, in
         ``materialize_s`` (turning the high-level graph into a dict of tasks), task counts
         and the naive counts.
     """
-    from itslive_dask.cube.lazy import cube_from_plan, make_plan
+    try:
+        from itslive_dask.cube.lazy import cube_from_plan, make_plan
+    except ImportError:  # the flat package before the restructure (compare_commits.py)
+        from itslive_dask.engine import cube_from_plan, make_plan
 
     chunkings = chunkings or CHUNKINGS
     rows = []

@@ -1,0 +1,487 @@
+"""Benchmark: the read path end to end, ``write_cube`` with the range reader vs whole objects.
+
+Realistic-size synthetic V2 granules (``SyntheticConfig(size="realistic")``: 1879 x 2016 px,
+(640, 2016) row chunks, gzip 2 + shuffle, ~17 MB each; the same archive as ``bench_io.py``,
+generated once into the work folder and reused) are uploaded to the local S3 server (moto, in
+its own process) and read through the counting proxy
+(:class:`itslive_dask.testing.s3proxy.S3Proxy`). For square AOIs of 10, 50 and 180 km
+(EPSG:3413, centred on the Svalbard region) a cube (EPSG:3413, 120 m, default variables and
+chunks) is written with :func:`itslive_dask.write_cube` on a fresh ``LocalCluster`` of 2
+single-threaded worker processes, once per reader:
+
+* ``ranged``: the package's default reader for remote granules
+  (:class:`itslive_dask.io.remote.RangedReader`);
+* ``whole``: :func:`itslive_dask.io.reader.whole_object_reader` (one GET of the whole object,
+  then h5py), selected by giving the block configuration ``reader=`` for the duration of the
+  build (:func:`whole_object_builds`: a benchmark-only switch, the package has no public one).
+
+Per build: bytes fetched / bytes needed ("needed" as in ``bench_io.py``: the stored chunks of
+the 4 variables that the AOI's bounding window touches in each granule's CRS, plus the HDF5
+metadata h5py reads to index them), requests per granule, wall time of ``write_cube``
+(cluster start excluded) and the peak RSS of each worker (``VmHWM``). Then, on the same
+store: a resume of the finished build (``mode="resume"``, counted through the proxy) and, for
+the ``ranged`` reader, a resume after deleting one block's marker (only that block re-reads).
+The two readers' cubes are compared value for value.
+
+``run_tutorial`` runs the tutorial's eager ``load_cube`` (``baseline_load_cube.py``) against
+``write_cube`` on ``n`` default-size synthetic granules from local files, each in its own
+process (``bench_e2e.run_case``).
+
+Nothing is asserted here; ``test_bench_readpath.py`` checks counts, never times.
+
+Run::
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_readpath.py [--work DIR] [--out DIR]
+        [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2] [--readers ranged,whole]
+        [--tutorial-granules 384] [--skip-readers] [--profile-tutorial]
+        [--scaling 50,100,200,384 --plot FILE.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import io
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bench_common import md_table, out_dir, peak_rss_self, s3_server_process, synthetic_archive, upload_table, write_result  # noqa: E402, I001
+from bench_io import VARIABLES, aoi_window, metadata_bytes  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+AOIS_KM = (10.0, 50.0, 180.0)
+READERS = ("ranged", "whole")
+COLUMNS = [
+    "aoi_km", "reader", "workers", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
+    "mb_per_granule", "write_s", "max_worker_peak_mb", "resume_requests", "resume_mb",
+    "partial_resume_requests_per_granule", "partial_resume_mb",
+]
+TUTORIAL_COLUMNS = ["case", "granules", "elapsed_s", "x_baseline", "driver_peak_mb", "max_worker_peak_mb", "shape"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def aoi_geojson(centre_lonlat: tuple[float, float], km: float) -> dict[str, Any]:
+    """A ``km`` square (EPSG:3413) centred on ``centre_lonlat``, as a lon/lat GeoJSON polygon
+    (edges densified so it stays the square after projection)."""
+    from pyproj import Transformer
+
+    cx, cy = Transformer.from_crs(4326, 3413, always_xy=True).transform(*centre_lonlat)
+    h = km * 500.0
+    t = np.linspace(-h, h, 21)
+    rx = np.concatenate([t, np.full_like(t, h), t[::-1], np.full_like(t, -h)]) + cx
+    ry = np.concatenate([np.full_like(t, -h), t, np.full_like(t, h), t[::-1]]) + cy
+    lon, lat = Transformer.from_crs(3413, 4326, always_xy=True).transform(rx, ry)
+    ring = [(float(a), float(b)) for a, b in zip(lon, lat, strict=True)]
+    ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def relocate(table: Any, dest: Path) -> Any:
+    """The table with its ``url`` column pointing into ``dest`` (an archive copied or moved
+    from elsewhere keeps the absolute paths of where it was generated)."""
+    out = table.copy()
+    urls = []
+    for u in out["url"]:
+        p = Path(u)
+        if not p.exists():
+            rel = u[u.index("velocity_image_pair") :]
+            p = dest / rel
+        urls.append(str(p))
+    out["url"] = urls
+    return out
+
+
+@contextlib.contextmanager
+def whole_object_builds() -> Iterator[None]:
+    """Make the ``write_cube`` builds started in this block read whole objects.
+
+    The store runner builds its :class:`~itslive_dask.cube.kernel.BlockConfig` by name; for the
+    duration of the block that name gives ``reader=whole_object_reader``. The configuration is
+    pickled to the workers with the reader in it, so nothing needs patching there.
+    """
+    from itslive_dask.cube.kernel import BlockConfig
+    from itslive_dask.io.reader import whole_object_reader
+    from itslive_dask.store import runner
+
+    if "reader" not in {f.name for f in dataclasses.fields(BlockConfig)}:  # pragma: no cover
+        raise RuntimeError("BlockConfig has no reader field: cannot select the whole-object reader")
+    original = runner.BlockConfig
+    runner.BlockConfig = functools.partial(BlockConfig, reader=whole_object_reader)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        runner.BlockConfig = original
+
+
+def _cluster(n_workers: int):
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=None,
+        host="127.0.0.1", dashboard_address=":0",
+    )
+    return cluster, Client(cluster)
+
+
+def granule_facts(table: Any) -> list[dict[str, Any]]:
+    """Per granule: EPSG, x, y, the chunk index of the 4 variables and the metadata bytes."""
+    import h5py
+
+    from itslive_dask.io.ranged import ChunkIndex
+
+    facts = []
+    for url in table["url"]:
+        data = Path(url).read_bytes()
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            facts.append(
+                {
+                    "url": url,
+                    "size": len(data),
+                    "epsg": int(h5["mapping"].attrs["spatial_epsg"][0]),
+                    "x": h5["x"][()],
+                    "y": h5["y"][()],
+                    "index": ChunkIndex.from_h5(h5, VARIABLES),
+                    "meta": metadata_bytes(data),
+                }
+            )
+    return facts
+
+
+def needed_bytes(facts: list[dict[str, Any]], centre: tuple[float, float], km: float) -> tuple[int, int, int]:
+    """(granules touched, chunk bytes, chunk + metadata bytes) of a ``km`` AOI."""
+    n = chunks = meta = 0
+    for g in facts:
+        w = aoi_window(g["epsg"], g["x"], g["y"], centre, km)
+        if w is None:
+            continue
+        n += 1
+        chunks += g["index"].window_bytes(VARIABLES, *w)
+        meta += g["meta"]
+    return n, chunks, chunks + meta
+
+
+def _drop_one_marker(store: str) -> str | None:
+    """Delete the marker of the middle block (by name order); its name, or None."""
+    markers = sorted(Path(store).glob("_itslive/blocks/*.json"))
+    if not markers:
+        return None
+    victim = markers[len(markers) // 2]
+    victim.unlink()
+    return victim.name
+
+
+# ----------------------------------------------------------------------------- benchmark
+def build_once(
+    table: Any, geojson: dict[str, Any], reader: str, proxy: Any, work: Path, *, n_workers: int, partial: bool
+) -> dict[str, Any]:
+    """One ``write_cube`` on a fresh cluster, its resume(s); counts through the proxy."""
+    import xarray as xr
+
+    from itslive_dask import write_cube
+
+    store_dir = tempfile.mkdtemp(prefix=f"readpath-{reader}-", dir=work)
+    store = os.path.join(store_dir, "cube.zarr")
+    opts = proxy.storage_options
+    out: dict[str, Any] = {"reader": reader}
+    t0 = time.perf_counter()
+    cluster, client = _cluster(n_workers)
+    out["cluster_start_s"] = time.perf_counter() - t0
+    switch = whole_object_builds() if reader == "whole" else contextlib.nullcontext()
+    try:
+        with switch:
+            proxy.reset_stats()
+            t1 = time.perf_counter()
+            res = write_cube(table, store, geojson, crs=3413, resolution=120.0, storage_options=opts, client=client)
+            out["write_s"] = time.perf_counter() - t1
+            st = proxy.reset_stats()
+            out["worker_peak_rss"] = {str(k): int(v) for k, v in client.run(peak_rss_self).items()}
+            out.update(
+                shape=list(res.shape), blocks=res.blocks_written, granules_read=res.granules_read,
+                failed=len(res.failed), build=st.summary(),
+            )
+            # a resume of the finished build: nothing to redo, nothing to read
+            res2 = write_cube(table, store, mode="resume", storage_options=opts, client=client)
+            st2 = proxy.reset_stats()
+            out["resume"] = {"blocks_written": res2.blocks_written, **st2.summary()}
+            if partial:
+                dropped = _drop_one_marker(store)
+                res3 = write_cube(table, store, mode="resume", storage_options=opts, client=client)
+                st3 = proxy.reset_stats()
+                out["partial_resume"] = {
+                    "dropped_marker": dropped, "blocks_written": res3.blocks_written,
+                    "granules_read": res3.granules_read, **st3.summary(),
+                }
+        with xr.open_zarr(store, consolidated=False) as ds:
+            out["cube"] = {v: ds[v].load().values for v in VARIABLES if v in ds}
+    finally:
+        _close(client, cluster, out)
+        shutil.rmtree(store_dir, ignore_errors=True)
+    return out
+
+
+def _close(client: Any, cluster: Any, out: dict[str, Any]) -> None:
+    """Close a cluster; a worker that does not exit in time is recorded, not raised (the
+    nanny kills it after its timeout)."""
+    t0 = time.perf_counter()
+    client.close()
+    try:
+        cluster.close(timeout=30)
+    except Exception as exc:  # distributed raises bare TimeoutErrors here
+        out["shutdown_error"] = type(exc).__name__
+    out["shutdown_s"] = time.perf_counter() - t0
+
+
+def run_readpath(
+    work: str | os.PathLike,
+    *,
+    n_granules: int = 8,
+    aois_km: tuple[float, ...] = AOIS_KM,
+    readers: tuple[str, ...] = READERS,
+    repeat: int = 1,
+    n_workers: int = 2,
+) -> dict[str, Any]:
+    """Every AOI x reader (readers alternate within an AOI; ``repeat`` rounds)."""
+    from itslive_dask.testing.s3proxy import S3Proxy
+    from itslive_dask.testing.synthetic import get_region
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    dest = work / f"archive-realistic-{n_granules}"
+    t0 = time.perf_counter()
+    # same settings as bench_io.py, so the two benchmarks read the same archive
+    table = synthetic_archive(dest, n_granules, seed=21, size="realistic", v1_fraction=0.0, outside_fraction=0.0)
+    table = relocate(table, dest.resolve())
+    gen_s = time.perf_counter() - t0
+    facts = granule_facts(table)
+    region = get_region("svalbard")
+    centre = (region.lon0, region.lat0)
+    rows: list[dict[str, Any]] = []
+    mismatches: list[str] = []
+    with s3_server_process() as so:
+        s3table = upload_table(table, so, bucket="its-live-data")
+        with S3Proxy(so) as proxy:
+            for rnd in range(repeat):
+                for km in aois_km:
+                    n, chunk_b, need_b = needed_bytes(facts, centre, km)
+                    geo = aoi_geojson(centre, km)
+                    order = readers if rnd % 2 == 0 else tuple(reversed(readers))
+                    cubes: dict[str, dict[str, np.ndarray]] = {}
+                    for reader in order:
+                        r = build_once(s3table, geo, reader, proxy, work, n_workers=n_workers, partial=reader == "ranged")
+                        cubes[reader] = r.pop("cube")
+                        b = r["build"]
+                        peaks = r["worker_peak_rss"]
+                        row = {
+                            "round": rnd, "aoi_km": km, "workers": n_workers, "granules": n, "needed_mb": need_b / 1e6,
+                            "needed_chunks_mb": chunk_b / 1e6,
+                            "fetched_over_needed": b["bytes_out"] / max(need_b, 1),
+                            "requests_per_granule": b["requests"] / max(n, 1),
+                            "mb_per_granule": b["bytes_out"] / max(n, 1) / 1e6,
+                            "max_worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
+                            "resume_requests": r["resume"]["requests"],
+                            "resume_mb": r["resume"]["bytes_out"] / 1e6,
+                            **r,
+                        }
+                        if "partial_resume" in r:
+                            pr = r["partial_resume"]
+                            row["partial_resume_requests_per_granule"] = pr["requests"] / max(pr["granules_read"], 1)
+                            row["partial_resume_mb"] = pr["bytes_out"] / 1e6
+                        rows.append(row)
+                        log.info("readpath %s km %s: %.1fx, %.1f req/granule, %.1f s", km, reader,
+                                 row["fetched_over_needed"], row["requests_per_granule"], row["write_s"])
+                    if len(cubes) == 2:
+                        a, b2 = cubes.values()
+                        for v in a:
+                            if not np.array_equal(a[v], b2[v], equal_nan=True):
+                                mismatches.append(f"{km} km {v}")
+    return {
+        "granules": n_granules,
+        "granule_mb": float(np.mean([g["size"] for g in facts]) / 1e6),
+        "archive_s": gen_s,
+        "variables": list(VARIABLES),
+        "n_workers": n_workers,
+        "rows": rows,
+        "reader_mismatches": mismatches,
+    }
+
+
+def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dict[str, Any]:
+    """The tutorial's eager ``load_cube`` vs ``write_cube`` on ``n`` default-size synthetic
+    granules (local files; each case in a fresh process, 2 worker processes for the engine)."""
+    from bench_e2e import run_case
+
+    from itslive_dask.testing.synthetic import get_region
+
+    work = Path(work)
+    t0 = time.perf_counter()
+    table = synthetic_archive(work / f"archive-{n}-{seed}", n, seed=seed)
+    gen_s = time.perf_counter() - t0
+    path = work / f"tutorial-table-{time.time_ns()}.parquet"
+    table.to_parquet(path)
+    spec = {"table": str(path), "urls": list(table["url"]), "geojson": get_region("svalbard").geojson,
+            "storage_options": None, "tmp": str(work), "chunks": None}
+    rows = []
+    try:
+        for case in ("baseline", "write"):
+            r = run_case(case, spec, work)
+            r.update(case=case, granules=n)
+            rows.append(r)
+            log.info("tutorial %s: %.1f s", case, r["elapsed_s"])
+    finally:
+        path.unlink(missing_ok=True)
+    base = rows[0]["elapsed_s"]
+    for r in rows:
+        r["x_baseline"] = r["elapsed_s"] / base
+        r["driver_peak_mb"] = r["driver_peak_rss"] / 2**20
+        peaks = r.get("worker_peak_rss") or {}
+        r["max_worker_peak_mb"] = max(peaks.values()) / 2**20 if peaks else None
+    return {"granules": n, "archive_s": gen_s, "rows": rows}
+
+
+def run_scaling(work: str | os.PathLike, sizes: tuple[int, ...] = (50, 100, 200, 384)) -> dict[str, Any]:
+    """:func:`run_tutorial` at each size: wall time and peak memory versus granules."""
+    rows = []
+    for n in sizes:
+        for r in run_tutorial(work, n)["rows"]:
+            rows.append({k: r.get(k) for k in ("case", "granules", "elapsed_s", "x_baseline", "driver_peak_mb", "max_worker_peak_mb", "shape")})
+    return {"rows": rows}
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Two panels: wall time and peak RSS versus granules, baseline vs ``write_cube``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for case, label, style in (("baseline", "tutorial load_cube (1 process)", "o-"), ("write", "write_cube (2 workers)", "s-")):
+        rs = sorted((r for r in rows if r["case"] == case), key=lambda r: r["granules"])
+        n = [r["granules"] for r in rs]
+        ax1.plot(n, [r["elapsed_s"] for r in rs], style, label=label)
+        mem = [r["driver_peak_mb"] if case == "baseline" else max(r["driver_peak_mb"], r["max_worker_peak_mb"] or 0) for r in rs]
+        ax2.plot(n, mem, style, label=label + (" driver" if case == "baseline" else ", largest process"))
+    ax1.set(xlabel="granules in the archive", ylabel="wall time (s)", title="Time (one run, shared 2 cores)")
+    ax2.set(xlabel="granules in the archive", ylabel="peak RSS (MB)", title="Peak memory of one process")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dict[str, Any]:
+    """cProfile every block of the tutorial-size cube in this one process (caches cold at the
+    start, as in a fresh worker): where ``write_cube``'s worker time goes, per stage."""
+    import cProfile
+    import pstats
+
+    from bench_read import _STAGES, _clear_caches, block_inputs
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.testing.synthetic import get_region
+
+    table = synthetic_archive(Path(work) / f"archive-{n}-{seed}", n, seed=seed)
+    plan = make_plan(table, get_region("svalbard").geojson)
+    stages_of = {**_STAGES, "header": "header (read_info)", "window": "window (decode)"}
+    _clear_caches(B)
+    prof = cProfile.Profile()
+    reads = 0
+    t0 = time.perf_counter()
+    for block in plan.block_ids():
+        if not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        reads += len(refs)
+        prof.enable()
+        B.read_block(cfg, refs, rows, cols, nt)
+        prof.disable()
+    total = time.perf_counter() - t0
+    st = pstats.Stats(prof)
+    stages: dict[str, float] = {}
+    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if func in stages_of:
+            stages[stages_of[func]] = stages.get(stages_of[func], 0.0) + ct
+    top = sorted(
+        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
+        key=lambda kv: -kv[1],
+    )[:12]
+    return {
+        "granules": n, "granule_block_reads": reads, "total_s": total,
+        "ms_per_granule_read": 1e3 * total / max(reads, 1),
+        "stages_s": stages, "stages_pct": {k: 100 * v / total for k, v in stages.items()},
+        "top_self_time": [{"function": f, "s": t, "pct": 100 * t / total} for f, t in top],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=None, help="folder of the synthetic archives (reused)")
+    ap.add_argument("--out", default=None, help="folder of the JSON result")
+    ap.add_argument("--granules", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds (reader order alternates)")
+    ap.add_argument("--aois", default="10,50,180", help="AOI sizes in km, comma-separated")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
+    ap.add_argument("--readers", default="ranged,whole", help="readers, comma-separated")
+    ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
+    ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
+    ap.add_argument("--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384")
+    ap.add_argument("--plot", default=None, help="PNG of the --scaling figures (time and memory vs granules)")
+    ap.add_argument("--profile-tutorial", action="store_true", help="cProfile the tutorial-size cube's blocks in one process")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from bench_common import machine_info
+
+    work = Path(args.work or Path(tempfile.gettempdir()) / "itslive-bench-work")
+    work.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"machine_start": machine_info()}
+    if not args.skip_readers:
+        res["readpath"] = run_readpath(
+            work, n_granules=args.granules, repeat=args.repeat, n_workers=args.workers,
+            aois_km=tuple(float(a) for a in args.aois.split(",")), readers=tuple(args.readers.split(",")),
+        )
+        rp = res["readpath"]
+        print(f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}")
+        print(md_table(rp["rows"], COLUMNS))
+    if args.tutorial_granules:
+        res["tutorial"] = run_tutorial(work, args.tutorial_granules)
+        print(md_table(res["tutorial"]["rows"], TUTORIAL_COLUMNS))
+    if args.scaling:
+        res["scaling"] = run_scaling(work, tuple(int(n) for n in args.scaling.split(",")))
+        print(md_table(res["scaling"]["rows"], TUTORIAL_COLUMNS))
+        if args.plot:
+            print(f"plot -> {plot_scaling(res['scaling']['rows'], args.plot)}")
+    if args.profile_tutorial:
+        import json
+
+        res["profile"] = profile_blocks(work, args.tutorial_granules or 384)
+        print(json.dumps(res["profile"], indent=1))
+    path = write_result(out_dir(args.out), "readpath", res)
+    print(f"\nresult -> {path}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
