@@ -274,12 +274,16 @@ def variable_attrs(h5: h5py.File, name: str) -> dict[str, Any]:
 
 
 def _h5_file(target: Any, src: str) -> h5py.File:
+    problem = ""
     try:
         if isinstance(target, str):
             return h5py.File(target, "r", locking=False)
         return h5py.File(target, "r")
     except (OSError, ValueError, RuntimeError) as exc:
-        raise GranuleError(src, h5_problem(exc)) from None
+        problem = h5_problem(exc)
+    # raised outside the except block: an exception chained to h5py's error would keep its
+    # file-access objects alive until HDF5 shuts down, which crashes the interpreter at exit
+    raise GranuleError(src, problem)
 
 
 def h5_problem(exc: BaseException) -> str:

@@ -39,17 +39,41 @@ _CHUNKS_LOCK = threading.Lock()
 
 
 class _TracingRangeFile(RangeFile):
-    """A :class:`RangeFile` that remembers the last error of its own reads (h5py turns any
-    error of a file object into a bare OSError)."""
+    """A :class:`RangeFile` whose reads never raise into HDF5.
+
+    An exception raised by a Python file object inside HDF5's read callback can leave HDF5
+    holding that object, and the interpreter then crashes at exit. So a failed read is kept in
+    :attr:`error` and reported to HDF5 as end-of-file (h5py then fails cleanly), and the caller
+    raises :attr:`error` itself.
+    """
 
     error: BaseException | None = None
 
-    def _fetch(self, first: int, last: int) -> None:
+    def read(self, n: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
         try:
-            super()._fetch(first, last)
+            return super().read(n)
         except Exception as exc:
-            self.error = exc
-            raise
+            self.error = exc.with_traceback(None)
+            return b""
+
+    def readinto(self, buf: Any) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            return super().readinto(buf)
+        except Exception as exc:
+            self.error = exc.with_traceback(None)
+            return 0
+
+
+def _open(fh: RangeFile) -> tuple[Any, str]:
+    """``(h5py.File, "")``, or ``(None, what is wrong)`` when HDF5 cannot open ``fh``."""
+    try:
+        return h5py.File(fh, "r"), ""
+    except (OSError, ValueError, RuntimeError) as exc:
+        return None, h5_problem(exc)
 
 
 def chunk_cache(session: str) -> ChunkCache:
@@ -101,12 +125,14 @@ class RangedReader:
         def read() -> tuple[GranuleInfo, ChunkIndex]:
             fh = _TracingRangeFile(self._fs, self._path)
             try:
-                try:
-                    h5 = h5py.File(fh, "r")
-                except (OSError, ValueError, RuntimeError) as exc:
-                    if fh.error is not None:  # the network failed, not the file: retry
-                        raise fh.error from None
-                    raise GranuleError(src, h5_problem(exc)) from None
+                h5, problem = _open(fh)
+                if h5 is None:
+                    # raised here, outside any except block: no exception chain keeps h5py's
+                    # failed file-access objects alive until HDF5 shuts down (a crash at exit)
+                    network, fh.error = fh.error, None
+                    if network is not None:  # the network failed, not the file: retry
+                        raise network
+                    raise GranuleError(src, problem)
                 with h5:
                     info = read_info(h5, src)
                     names = [s.name for s in info.specs]
