@@ -432,7 +432,9 @@ def _fetch_one(
         res.size = got
 
     try:
-        _, res.attempts = with_retries(url, transfer, RetryPolicy(retries=retries, backoff=backoff))
+        _, res.attempts = with_retries(
+            url, transfer, RetryPolicy(retries=retries, backoff=backoff, budget=3600.0)
+        )
     except GranuleError as exc:
         res.attempts = exc.attempts
         res.error = exc.problem

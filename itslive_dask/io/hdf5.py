@@ -122,13 +122,15 @@ def read_granule_info(
         with open_h5(local) as h5:
             return read_info(h5, src)
 
+    policy = policy or RetryPolicy(retries=0)
+
     def read() -> GranuleInfo:
-        fs, path = url_to_fs(src, storage_options)
+        fs, path = url_to_fs(src, storage_options, policy=policy)
         with fs.open(path, "rb", cache_type="blockcache", block_size=_HEADER_BLOCK_SIZE) as fobj:
             with _h5_file(fobj, src) as h5:
                 return read_info(h5, src)
 
-    info, _ = with_retries(src, read, policy or RetryPolicy(retries=0))
+    info, _ = with_retries(src, read, policy)
     return info
 
 

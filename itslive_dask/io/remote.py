@@ -45,6 +45,8 @@ class _TracingRangeFile(RangeFile):
     error: BaseException | None = None
 
     def _fetch(self, first: int, last: int) -> None:
+        if self.error is not None:  # h5py tries other offsets after a failed read: one
+            raise self.error  # failure (a stall costs a read timeout) ends the attempt
         try:
             super()._fetch(first, last)
         except Exception as exc:
@@ -79,6 +81,7 @@ class RangedReader:
     """
 
     attempts: int
+    seconds: float = 0.0
     nbytes: int = 0
 
     def __init__(
@@ -92,7 +95,8 @@ class RangedReader:
         self.policy = policy or RetryPolicy()
         self.session = session
         self.attempts = 1
-        self._fs, self._path = url_to_fs(url, storage_options)
+        self.seconds = 0.0  # of the granule's retry budget, shared by header and windows
+        self._fs, self._path = url_to_fs(url, storage_options, policy=self.policy)
         self._index: ChunkIndex | None = None
 
     def _read_header(self) -> tuple[GranuleInfo, ChunkIndex]:
@@ -114,8 +118,17 @@ class RangedReader:
             finally:
                 fh.close()
 
-        value, self.attempts = with_retries(self.url, read, self.policy)
+        value, self.attempts = self._retrying(read)
         return value
+
+    def _retrying(self, action: Any) -> tuple[Any, int]:
+        """``with_retries`` within what is left of this granule's budget."""
+        try:
+            return with_retries(self.url, action, self.policy, spent=self.seconds)
+        except GranuleError as exc:
+            self.seconds += exc.seconds
+            exc.seconds = self.seconds
+            raise
 
     def header(self) -> GranuleInfo:
         """The granule's header (cached with its chunk index for the build)."""
@@ -145,7 +158,7 @@ class RangedReader:
                     self._fs, self._path, index, present, (r0, r1), (c0, c1), cache=cache
                 )
 
-            raw, attempts = with_retries(self.url, read, self.policy)
+            raw, attempts = self._retrying(read)
             self.attempts = max(self.attempts, attempts)
         out: dict[str, np.ndarray] = {}
         for name in names:
