@@ -198,7 +198,7 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
     key = (cfg.session, ref.url)
     known = FAILED_CACHE.peek(key)
     if known is not None:  # spent its retry budget in this build and process already
-        raise GranuleError(ref.url, known[0], 0, 0.0)
+        raise GranuleError(ref.url, f"{known[0]} (not retried in this block)", known[1], 0.0)
     with cfg.reader(ref.url, cfg.storage_options, cfg.policy, cfg.session) as reader:
         try:
             info = INFO_CACHE.get(key, reader.header)
@@ -218,8 +218,8 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
             exc.attempts = max(int(getattr(exc, "attempts", 1)), int(getattr(reader, "attempts", 1)))
             exc.seconds = max(float(getattr(exc, "seconds", 0.0)), float(getattr(reader, "seconds", 0.0)))
             if exc.attempts > 1:  # retried and still failing: other tiles need not wait again
-                problem = exc.problem
-                FAILED_CACHE.get(key, lambda: (problem,))
+                problem, attempts = exc.problem, exc.attempts
+                FAILED_CACHE.get(key, lambda: (problem, attempts))
             raise
     sel = inside[win.keep]
     methods = {n: "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling for n in to_read}
@@ -239,7 +239,7 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
 GEOMETRY_CACHE: LRU = LRU(maxsize=4096, maxbytes=256 * 2**20)
 #: (grid, rows, cols, region WKB) -> clip mask.
 MASK_CACHE: LRU = LRU(maxsize=4096, maxbytes=64 * 2**20)
-#: (session, granule URL) -> (problem,): granules that spent their retry budget in this build
+#: (session, granule URL) -> (problem, attempts): granules that spent their retry budget in this build
 #: and process; the other blocks that need them fail at once (the ledger names them in every
 #: block, and ``resume`` retries them with a fresh budget).
 FAILED_CACHE: LRU = LRU(maxsize=4096)

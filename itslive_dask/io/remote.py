@@ -54,6 +54,14 @@ class _TracingRangeFile(RangeFile):
             raise
 
 
+def _size_now(fs: Any, path: str) -> int | None:
+    """The object's size asked again, bypassing listings cached by the file system."""
+    try:
+        return int(fs.info(path, refresh=True)["size"])
+    except TypeError:  # file systems without ``refresh``
+        return int(fs.size(path))
+
+
 def chunk_cache(session: str) -> ChunkCache:
     """The decoded-chunk cache of build ``session`` (one at a time per process: a new build
     drops the previous one's chunks, so a repaired object is never served stale)."""
@@ -110,11 +118,18 @@ class RangedReader:
                 except (OSError, ValueError, RuntimeError) as exc:
                     if fh.error is not None:  # the network failed, not the file: retry
                         raise fh.error from None
+                    if _size_now(self._fs, self._path) != fh.size:  # a wrong size: retry
+                        raise OSError("the object's size changed while it was read") from None
                     raise GranuleError(src, h5_problem(exc)) from None
                 with h5:
-                    info = read_info(h5, src)
-                    names = [s.name for s in info.specs]
-                    return info, ChunkIndex.from_h5(h5, names, missing="skip")
+                    try:
+                        info = read_info(h5, src)
+                        names = [s.name for s in info.specs]
+                        return info, ChunkIndex.from_h5(h5, names, missing="skip")
+                    except Exception:
+                        if fh.error is not None:  # h5py saw a failed read: retry
+                            raise fh.error from None
+                        raise
             finally:
                 fh.close()
 
