@@ -30,6 +30,7 @@ from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.granule.info import CATEGORICAL_VARIABLES
 from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.io.reader import ReaderFactory, default_reader
+from itslive_dask.io.urls import redact_url
 from itslive_dask.types import GranuleRef
 
 __all__ = [
@@ -181,7 +182,7 @@ def _compute(cfg, refs, rows, cols, nt, *, record):
             report.failed.append(
                 {
                     "granule_id": ref.granule_id,
-                    "url": ref.url,
+                    "url": redact_url(ref.url),
                     "error": exc.problem,
                     "attempts": getattr(exc, "attempts", 1),
                     "seconds": round(float(getattr(exc, "seconds", 0.0)), 3),
