@@ -95,6 +95,7 @@ def test_input_faults_lose_nothing(tmp_path, inputs, clean, synthetic_archive, l
     print(f"\nrate {rate}: {n_faults} faults injected, {len(failed)} granules in the ledger")
 
 
+@pytest.mark.reliability
 def test_planning_from_urls_at_a_high_fault_rate_completes(
     tmp_path, inputs, clean, synthetic_archive, local_s3, dask_client
 ):
