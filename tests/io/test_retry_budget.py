@@ -54,7 +54,8 @@ def _key(url: str) -> str:
     return url.split("://", 1)[1]
 
 
-@pytest.mark.parametrize("kind", ["503", pytest.param("stall", marks=pytest.mark.reliability)])
+@pytest.mark.reliability
+@pytest.mark.parametrize("kind", ["503", "stall"])
 def test_persistently_failing_granules_cost_one_budget(
     tmp_path, inputs, synthetic_archive, local_s3, dask_client, kind
 ):
