@@ -69,6 +69,11 @@ class LRU(Generic[V]):
                 self.nbytes -= sizeof(old)
         return value
 
+    def peek(self, key: Hashable) -> V | None:
+        """The cached value of ``key`` or None, without computing or counting anything."""
+        with self._lock:
+            return self.data.get(key)
+
     def discard(self, key: Hashable) -> None:
         """Forget ``key`` (no error when absent)."""
         with self._lock:

@@ -36,16 +36,19 @@ class GranuleError(ItsliveDaskError):
         What is wrong, in a few words.
     attempts
         How many times reading it was tried.
+    seconds
+        Time spent trying (failed attempts and back-off), in seconds.
     """
 
-    def __init__(self, source: str, problem: str, attempts: int = 1):
+    def __init__(self, source: str, problem: str, attempts: int = 1, seconds: float = 0.0):
         self.source = str(source)
         self.problem = problem
         self.attempts = attempts
+        self.seconds = seconds
         super().__init__(f"{self.source}: {problem}")
 
     def __reduce__(self):  # keep the signature picklable (dask workers)
-        return (type(self), (self.source, self.problem, self.attempts))
+        return (type(self), (self.source, self.problem, self.attempts, self.seconds))
 
 
 class SearchError(ItsliveDaskError):

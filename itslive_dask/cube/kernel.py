@@ -30,6 +30,7 @@ from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.granule.info import CATEGORICAL_VARIABLES
 from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.io.reader import ReaderFactory, default_reader
+from itslive_dask.io.urls import redact_url
 from itslive_dask.types import GranuleRef
 
 __all__ = [
@@ -181,9 +182,10 @@ def _compute(cfg, refs, rows, cols, nt, *, record):
             report.failed.append(
                 {
                     "granule_id": ref.granule_id,
-                    "url": ref.url,
+                    "url": redact_url(ref.url),
                     "error": exc.problem,
                     "attempts": getattr(exc, "attempts", 1),
+                    "seconds": round(float(getattr(exc, "seconds", 0.0)), 3),
                     "block_rows": list(rows),
                     "block_cols": list(cols),
                 }
@@ -195,6 +197,9 @@ def _compute(cfg, refs, rows, cols, nt, *, record):
 def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
     """Warp one granule into ``dest`` (nvar, ny, nx) at the flat pixel indices ``inside``."""
     key = (cfg.session, ref.url)
+    known = FAILED_CACHE.peek(key)
+    if known is not None:  # spent its retry budget in this build and process already
+        raise GranuleError(ref.url, f"{known[0]} (not retried in this block)", known[1], 0.0)
     with cfg.reader(ref.url, cfg.storage_options, cfg.policy, cfg.session) as reader:
         try:
             info = INFO_CACHE.get(key, reader.header)
@@ -211,7 +216,11 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
             window = reader.window(info, to_read, win.rows, win.cols)
         except GranuleError as exc:
             INFO_CACHE.discard(key)
-            exc.attempts = reader.attempts
+            exc.attempts = max(int(getattr(exc, "attempts", 1)), int(getattr(reader, "attempts", 1)))
+            exc.seconds = max(float(getattr(exc, "seconds", 0.0)), float(getattr(reader, "seconds", 0.0)))
+            if exc.attempts > 1:  # retried and still failing: other tiles need not wait again
+                problem, attempts = exc.problem, exc.attempts
+                FAILED_CACHE.get(key, lambda: (problem, attempts))
             raise
     sel = inside[win.keep]
     methods = {n: "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling for n in to_read}
@@ -231,6 +240,10 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
 GEOMETRY_CACHE: LRU = LRU(maxsize=4096, maxbytes=256 * 2**20)
 #: (grid, rows, cols, region WKB) -> clip mask.
 MASK_CACHE: LRU = LRU(maxsize=4096, maxbytes=64 * 2**20)
+#: (session, granule URL) -> (problem, attempts): granules that spent their retry budget in this build
+#: and process; the other blocks that need them fail at once (the ledger names them in every
+#: block, and ``resume`` retries them with a fresh budget).
+FAILED_CACHE: LRU = LRU(maxsize=4096)
 #: (session, granule URL) -> GranuleInfo (header), so a granule read for several tiles is
 #: parsed once per process.
 INFO_CACHE: LRU = LRU(maxsize=1024)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from itslive_dask.errors import InvalidInputError
+from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.info import KNOWN_VARIABLES, VELOCITY_VARIABLES
 from itslive_dask.io.hdf5 import open_h5, read_info, read_raw, read_window, variable_attrs
 from itslive_dask.io.urls import source_str
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["open_granule"]
+
+
+#: Most pixels :func:`open_granule` loads (a hostile file can claim billions: a clear error
+#: instead of a memory blow-up; production granules have ~2016 x 1879).
+MAX_PIXELS = 50_000_000
 
 
 def open_granule(
@@ -81,6 +86,11 @@ def open_granule(
                     f"{src}: no variable {unknown[0]!r} (the file has {', '.join(info.variables)})"
                 )
         ny, nx = info.shape
+        if ny * nx > MAX_PIXELS:
+            raise GranuleError(
+                src, f"claims {ny} x {nx} pixels, more than open_granule reads into memory "
+                f"({MAX_PIXELS:,}; real granules have about 4 million)"
+            )
         data_vars: dict[str, Any] = {}
         for name in names:
             spec = info.spec(name)

@@ -155,17 +155,17 @@ def safe_file_name(url: str) -> str:
     path = urlsplit(url).path if "://" in url else url
     segments = re.split(r"[\\/]", path)
     if ".." in segments:
-        raise InvalidInputError(f"refusing {url!r:.200}: the path contains '..'")
+        raise InvalidInputError(f"refusing {redact_url(url)!r:.200}: the path contains '..'")
     name = segments[-1]
     if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInputError(
-            f"refusing {url!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name (*.nc)"
+            f"refusing {redact_url(url)!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name (*.nc)"
         )
     try:
         parse_granule_name(name)
     except InvalidInputError:
         raise InvalidInputError(
-            f"refusing {url!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name"
+            f"refusing {redact_url(url)!r:.200}: {name[:100]!r} is not an ITS_LIVE granule file name"
         ) from None
     return name
 
@@ -432,7 +432,9 @@ def _fetch_one(
         res.size = got
 
     try:
-        _, res.attempts = with_retries(url, transfer, RetryPolicy(retries=retries, backoff=backoff))
+        _, res.attempts = with_retries(
+            url, transfer, RetryPolicy(retries=retries, backoff=backoff, budget=3600.0)
+        )
     except GranuleError as exc:
         res.attempts = exc.attempts
         res.error = exc.problem

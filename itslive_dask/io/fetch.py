@@ -38,7 +38,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try before a granule is declared unreadable.
+    """How hard to try before a granule is declared unreadable: one budget per granule.
+
+    The package is the only layer that retries granule reads: the file systems it opens for
+    granules make one attempt per request (s3fs and botocore retries off, see
+    :func:`itslive_dask.io.urls.granule_options`) with the timeouts below, so a granule that
+    keeps failing costs at most about ``budget`` seconds (plus one attempt's timeouts when
+    the last attempt stalls), whatever the layers below would have done.
 
     Attributes
     ----------
@@ -46,16 +52,30 @@ class RetryPolicy:
         Extra attempts after the first one for transient errors.
     backoff
         First back-off delay in seconds, doubled at each attempt.
+    budget
+        Total seconds one granule may spend in failed attempts and back-off: no new attempt
+        starts when the time spent, the next delay and the longest attempt so far would pass
+        it.
+    connect_timeout, read_timeout
+        Seconds to open a connection, and to wait for the next bytes of an answer (a stalled
+        connection fails after this long).
     """
 
     retries: int = 3
     backoff: float = 0.2
+    budget: float = 8.0
+    connect_timeout: float = 3.0
+    read_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidInputError(f"retries must be an integer >= 0, got {self.retries!r}")
-        if not (self.backoff >= 0):
-            raise InvalidInputError(f"backoff must be >= 0 seconds, got {self.backoff!r}")
+        for name in ("backoff", "budget"):
+            if not (getattr(self, name) >= 0):
+                raise InvalidInputError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        for name in ("connect_timeout", "read_timeout"):
+            if not (getattr(self, name) > 0):
+                raise InvalidInputError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
 
 
 def describe_error(exc: BaseException) -> tuple[str, bool]:
@@ -91,8 +111,22 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
     return redact_text(f"{type(exc).__name__}: {exc}"), False
 
 
-def with_retries(url: str, action: Callable[[], T], policy: RetryPolicy) -> tuple[T, int]:
+def with_retries(
+    url: str, action: Callable[[], T], policy: RetryPolicy, *, spent: float = 0.0
+) -> tuple[T, int]:
     """Run ``action`` (which reads ``url``), retrying transient errors as ``policy`` says.
+
+    Parameters
+    ----------
+    url
+        What is read (for messages; redacted).
+    action
+        One attempt.
+    policy
+        Attempts, back-off and the time budget.
+    spent
+        Seconds of the granule's budget already used by earlier calls (a reader that reads
+        a header, then windows, shares one budget).
 
     Returns
     -------
@@ -101,22 +135,31 @@ def with_retries(url: str, action: Callable[[], T], policy: RetryPolicy) -> tupl
     Raises
     ------
     GranuleError
-        With ``attempts`` set, for a permanent problem or when the retries are spent.
+        With ``attempts`` and ``seconds`` (time spent in this call) set, for a permanent
+        problem or when the attempts or the time budget are spent.
     """
     attempt = 0
+    start = time.monotonic()
+    longest = 0.0
     while True:
         attempt += 1
+        t0 = time.monotonic()
         try:
             return action(), attempt
         except Exception as err:
+            now = time.monotonic()
+            longest = max(longest, now - t0)
+            elapsed = now - start
             problem, permanent = describe_error(err)
-            if permanent or attempt > policy.retries:
-                if not permanent:
-                    problem = f"read failed after {attempt} attempts: {problem}"
-                exc = GranuleError(redact_url(url), problem)
-                exc.attempts = attempt
-                raise exc from None
             delay = policy.backoff * 2 ** (attempt - 1)
+            over = spent + elapsed + delay + longest > policy.budget
+            if permanent or attempt > policy.retries or over:
+                if not permanent:
+                    problem = (
+                        f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
+                    )
+                exc = GranuleError(redact_url(url), problem, attempt, elapsed)
+                raise exc from None
             log.info("retrying %s in %.1fs after %s", redact_url(url), delay, type(err).__name__)
             time.sleep(delay)
 
@@ -159,15 +202,17 @@ def fetch_granule(
         check_local_file(path, url)
         return path, 1
 
+    policy = policy or RetryPolicy()
+
     def read() -> bytes:
-        fs, key = url_to_fs(url, storage_options)
+        fs, key = url_to_fs(url, storage_options, policy=policy)
         data = fs.cat_file(key)
         if not data:
             raise GranuleError(redact_url(url), "object is empty")
         log.debug("fetched %s (%d bytes)", redact_url(url), len(data))
         return bytes(data)
 
-    return with_retries(url, read, policy or RetryPolicy())
+    return with_retries(url, read, policy)
 
 
 #: (session, url) -> (bytes or path, attempts): a granule spanning several tiles of one time

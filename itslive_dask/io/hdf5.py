@@ -122,13 +122,21 @@ def read_granule_info(
         with open_h5(local) as h5:
             return read_info(h5, src)
 
-    def read() -> GranuleInfo:
-        fs, path = url_to_fs(src, storage_options)
-        with fs.open(path, "rb", cache_type="blockcache", block_size=_HEADER_BLOCK_SIZE) as fobj:
-            with _h5_file(fobj, src) as h5:
-                return read_info(h5, src)
+    policy = policy or RetryPolicy(retries=0)
 
-    info, _ = with_retries(src, read, policy or RetryPolicy(retries=0))
+    def read() -> GranuleInfo:
+        fs, path = url_to_fs(src, storage_options, policy=policy)
+        with fs.open(path, "rb", cache_type="blockcache", block_size=_HEADER_BLOCK_SIZE) as raw:
+            fobj = _TracedFile(raw)
+            try:
+                with _h5_file(fobj, src) as h5:
+                    return read_info(h5, src)
+            except GranuleError:
+                if fobj.error is not None:  # the network failed, not the file: retry
+                    raise fobj.error from None
+                raise
+
+    info, _ = with_retries(src, read, policy)
     return info
 
 
@@ -271,6 +279,43 @@ def variable_attrs(h5: h5py.File, name: str) -> dict[str, Any]:
             val = obj.attrs[key]
             out[key] = attr_str(obj.attrs, key) if isinstance(val, bytes | str) else val
     return out
+
+
+class _TracedFile:
+    """A read-only file object that remembers the first error of its reads (h5py turns any
+    error of a file object into an OSError that looks like a corrupt file) and fails every
+    read after it (h5py tries other offsets: one failure ends the attempt)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._raw.read(n)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
 
 
 def _h5_file(target: Any, src: str) -> h5py.File:

@@ -103,7 +103,7 @@ def read_headers(
     (infos, failures)
         ``infos`` maps each readable URL to its
         :class:`~itslive_dask.granule.info.GranuleInfo`; ``failures`` lists
-        ``{"url", "error", "attempts"}`` for every other one, in the order of ``urls``.
+        ``{"url", "error", "attempts", "seconds"}`` for every other one, in the order of ``urls``.
     """
     if not isinstance(max_workers, int) or max_workers < 1:
         raise InvalidInputError(f"max_workers must be a positive integer, got {max_workers!r}")
@@ -126,12 +126,14 @@ def read_headers(
                         "url": redact_url(url),
                         "error": exc.problem,
                         "attempts": getattr(exc, "attempts", 1),
+                        "seconds": round(float(getattr(exc, "seconds", 0.0)), 3),
                     }
                 except Exception as exc:  # one bad file must not stop the others
                     failed[url] = {
                         "url": redact_url(url),
                         "error": f"{type(exc).__name__}: {exc}",
                         "attempts": 1,
+                        "seconds": 0.0,
                     }
                 rep.advance()
     return infos, [failed[u] for u in urls if u in failed]

@@ -704,7 +704,8 @@ class RangeFile:
             start, end = k * bs, min(self.size, (j + 1) * bs)
             data = self.fs.cat_file(self.path, start=start, end=end)
             if len(data) != end - start:
-                raise GranuleError(self.path, f"short read of bytes {start}-{end}: {len(data)} B")
+                # a cut connection, not a bad file: transient (retried)
+                raise OSError(f"short read of bytes {start}-{end}: {len(data)} B")
             self.requests += 1
             self.bytes_fetched += len(data)
             for b in range(k, j + 1):

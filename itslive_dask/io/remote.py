@@ -76,6 +76,14 @@ def _open(fh: RangeFile) -> tuple[Any, str]:
         return None, h5_problem(exc)
 
 
+def _size_now(fs: Any, path: str) -> int | None:
+    """The object's size asked again, bypassing listings cached by the file system."""
+    try:
+        return int(fs.info(path, refresh=True)["size"])
+    except TypeError:  # file systems without ``refresh``
+        return int(fs.size(path))
+
+
 def chunk_cache(session: str) -> ChunkCache:
     """The decoded-chunk cache of build ``session`` (one at a time per process: a new build
     drops the previous one's chunks, so a repaired object is never served stale)."""
@@ -103,6 +111,7 @@ class RangedReader:
     """
 
     attempts: int
+    seconds: float = 0.0
     nbytes: int = 0
 
     def __init__(
@@ -116,7 +125,8 @@ class RangedReader:
         self.policy = policy or RetryPolicy()
         self.session = session
         self.attempts = 1
-        self._fs, self._path = url_to_fs(url, storage_options)
+        self.seconds = 0.0  # of the granule's retry budget, shared by header and windows
+        self._fs, self._path = url_to_fs(url, storage_options, policy=self.policy)
         self._index: ChunkIndex | None = None
 
     def _read_header(self) -> tuple[GranuleInfo, ChunkIndex]:
@@ -132,16 +142,32 @@ class RangedReader:
                     network, fh.error = fh.error, None
                     if network is not None:  # the network failed, not the file: retry
                         raise network
+                    if _size_now(self._fs, self._path) != fh.size:  # a wrong size: retry
+                        raise OSError("the object's size changed while it was read")
                     raise GranuleError(src, problem)
                 with h5:
-                    info = read_info(h5, src)
-                    names = [s.name for s in info.specs]
-                    return info, ChunkIndex.from_h5(h5, names, missing="skip")
+                    try:
+                        info = read_info(h5, src)
+                        names = [s.name for s in info.specs]
+                        return info, ChunkIndex.from_h5(h5, names, missing="skip")
+                    except Exception:
+                        if fh.error is not None:  # h5py saw a failed read: retry
+                            raise fh.error from None
+                        raise
             finally:
                 fh.close()
 
-        value, self.attempts = with_retries(self.url, read, self.policy)
+        value, self.attempts = self._retrying(read)
         return value
+
+    def _retrying(self, action: Any) -> tuple[Any, int]:
+        """``with_retries`` within what is left of this granule's budget."""
+        try:
+            return with_retries(self.url, action, self.policy, spent=self.seconds)
+        except GranuleError as exc:
+            self.seconds += exc.seconds
+            exc.seconds = self.seconds
+            raise
 
     def header(self) -> GranuleInfo:
         """The granule's header (cached with its chunk index for the build)."""
@@ -171,7 +197,7 @@ class RangedReader:
                     self._fs, self._path, index, present, (r0, r1), (c0, c1), cache=cache
                 )
 
-            raw, attempts = with_retries(self.url, read, self.policy)
+            raw, attempts = self._retrying(read)
             self.attempts = max(self.attempts, attempts)
         out: dict[str, np.ndarray] = {}
         for name in names:

@@ -19,6 +19,7 @@ from itslive_dask.errors import InvalidInputError
 
 __all__ = [
     "PROTOCOLS",
+    "granule_options",
     "is_remote",
     "local_path",
     "options_for",
@@ -81,18 +82,68 @@ def options_for(url: str, storage_options: Mapping[str, Any] | None) -> dict[str
     return dict(storage_options)
 
 
-def url_to_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+def granule_options(
+    url: str, storage_options: Mapping[str, Any] | None, policy: Any
+) -> dict[str, Any]:
+    """The fsspec options to read granule ``url`` under ``policy``, keyed by its protocol.
+
+    The package's :class:`~itslive_dask.io.fetch.RetryPolicy` is the only retry layer of
+    granule reads: for ``s3://`` botocore makes one attempt per request
+    (``config_kwargs={"retries": {"total_max_attempts": 1}}``) with the policy's connect and read
+    timeouts, and for ``http(s)://`` aiohttp gets the same timeouts; a value the user set in
+    ``storage_options`` wins. (s3fs's own retry loop is switched off by :func:`url_to_fs`.)
+    """
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    opts = options_for(url, storage_options)
+    if protocol in ("s3", "s3a"):
+        ck = dict(opts.get("config_kwargs") or {})
+        ck.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+        ck.setdefault("connect_timeout", policy.connect_timeout)
+        ck.setdefault("read_timeout", policy.read_timeout)
+        opts["config_kwargs"] = ck
+    elif protocol in ("http", "https"):
+        import aiohttp
+
+        ck = dict(opts.get("client_kwargs") or {})
+        ck.setdefault(
+            "timeout",
+            aiohttp.ClientTimeout(
+                total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
+            ),
+        )
+        opts["client_kwargs"] = ck
+    return {protocol: opts}
+
+
+def url_to_fs(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, policy: Any = None
+) -> tuple[Any, str]:
     """fsspec file system and path of ``url`` (options chosen by :func:`options_for`).
+
+    Parameters
+    ----------
+    url
+        Path or fsspec URL.
+    storage_options
+        fsspec options (flat, or keyed by protocol).
+    policy
+        For granule reads: a :class:`~itslive_dask.io.fetch.RetryPolicy`; the file system
+        then makes one attempt per request with the policy's timeouts (see
+        :func:`granule_options`), so the package's retry budget is not multiplied.
 
     Raises
     ------
     InvalidInputError
         For a URL fsspec cannot handle (unknown protocol, bad options).
     """
+    options = storage_options if policy is None else granule_options(url, storage_options, policy)
     try:
-        return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
+        fs, path = fsspec.core.url_to_fs(url, **options_for(url, options))
     except (ValueError, ImportError, TypeError) as exc:
         raise InvalidInputError(f"cannot open this URL: {redact_url(url)!r} ({exc})") from None
+    if policy is not None and type(fs).__name__ == "S3FileSystem":
+        fs.retries = 1  # s3fs's own retry loop (a class attribute, not an option)
+    return fs, path
 
 
 def redact_url(url: str) -> str:

@@ -16,6 +16,7 @@ import shapely
 
 from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
 from itslive_dask.cube.plan import CubePlan
+from itslive_dask.errors import StoreError
 from itslive_dask.store.state import STATE, list_markers, marker_name
 from itslive_dask.store.target import StoreTarget, put_json
 from itslive_dask.store.template import encode_int16
@@ -66,7 +67,18 @@ def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: 
         )
     finished = n_skipped
     for fut in as_completed(futures):
-        res = fut.result()
+        try:
+            res = fut.result()
+        except (StoreError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a block could not be written (store errors, lost workers)
+            for f in futures:
+                f.cancel()
+            raise StoreError(
+                f"a block of {target.url} could not be written ({type(exc).__name__}: {exc}); "
+                "the blocks written so far are kept: run again with mode='resume' and the same "
+                "granules"
+            ) from exc
         finished += 1
         stats["written"] += 1
         stats["read"] |= set(res["read"])
@@ -81,6 +93,12 @@ def write_block_task(cfg: BlockConfig, refs, t_range, rows, cols, target: StoreT
     nt = t_range[1] - t_range[0]
     out, report = read_block_with_report(cfg, refs, rows, cols, nt)
     group = _open_group_cached(target)
+    missing = [v for v in cfg.variables if v not in group]
+    if missing:
+        raise StoreError(
+            f"{target.url} has no array {missing[0]!r}: its template is incomplete; run "
+            "again with mode='resume' (or mode='overwrite')"
+        )
     ys, xs = slice(*rows), slice(*cols)
     if previous is None:
         for k, v in enumerate(cfg.variables):

@@ -43,6 +43,9 @@ STATE = "_itslive"
 
 
 ATTR = "itslive_dask"
+#: The build state of a template being written: moved to :data:`ATTR` in the last write of
+#: the template, so a store whose template was interrupted never claims a build state.
+PENDING = "itslive_dask_pending"
 STATE_VERSION = 2  # 2: generation tokens are CubePlan.token
 
 
@@ -79,17 +82,33 @@ def read_state(target: StoreTarget) -> dict[str, Any] | None:
     return state
 
 
+def read_pending(target: StoreTarget) -> dict[str, Any] | None:
+    """The build state of an interrupted template (see :data:`PENDING`), or None."""
+    import zarr
+
+    try:
+        raw = target.open_root("r").attrs.get(PENDING)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
+        return None
+    if raw is None:
+        return None
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
 def write_state(target: StoreTarget, state: dict[str, Any], *, history: str | None = None) -> None:
-    """Write the build state (and append ``history``, one line, to the CF history attribute)."""
+    """Write the build state in one write of the root attributes (replacing a pending one),
+    and append ``history`` (one line) to the CF history attribute."""
     import zarr
 
     root = target.open_root("r+")
+    attrs = dict(root.attrs)
+    attrs.pop(PENDING, None)
+    attrs[ATTR] = json.dumps(state)
     if history:
-        previous = str(root.attrs.get("history", "")).strip()
+        previous = str(attrs.get("history", "")).strip()
         # oldest first, one line per build run of a generation
-        root.attrs.update({ATTR: json.dumps(state), "history": f"{previous}\n{history}" if previous else history})
-    else:
-        root.attrs[ATTR] = json.dumps(state)
+        attrs["history"] = f"{previous}\n{history}" if previous else history
+    root.attrs.put(attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(root.store)

@@ -16,7 +16,15 @@ import xarray as xr
 from itslive_dask.cube.graph import cube_template
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import InvalidInputError, StoreError
-from itslive_dask.store.state import ATTR, STATE, generation, require_state, state_from_plan
+from itslive_dask.store.state import (
+    ATTR,
+    PENDING,
+    STATE,
+    generation,
+    require_state,
+    state_from_plan,
+    write_state,
+)
 from itslive_dask.store.target import StoreTarget, display, exists
 
 __all__ = [
@@ -106,26 +114,46 @@ def write_template(
     """Write the template of a new cube (replacing the store when ``overwrite``).
 
     ``velocity_encoding`` (see :data:`VELOCITY_ENCODINGS`) is recorded in the build state;
-    resume and append keep the arrays, and so the encoding, of the store.
+    resume and append keep the arrays, and so the encoding, of the store. The build state is
+    written last: until then it waits in the :data:`PENDING` attribute, so an interrupted
+    template is recognised (``mode="resume"`` redoes it) and never taken for a cube with
+    missing arrays.
+
+    Raises
+    ------
+    StoreError
+        When the store cannot be written (the message says how to go on).
     """
     enc = encoding(plan, zarr_format, velocity_encoding)
-    if overwrite and exists(target):
-        target.fs().rm(target.path(), recursive=True)
-    ds = template_dataset(plan)
-    state = state_from_plan(plan, velocity_encoding=velocity_encoding)
-    state["generations"] = [generation(plan)]
-    ds.attrs[ATTR] = json.dumps(state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(
-            target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
-            encoding=enc, **target.zarr_kwargs(),
-        )
-        import zarr
+    try:
+        if overwrite and exists(target):
+            target.fs().rm(target.path(), recursive=True)
+        ds = template_dataset(plan)
+        state = state_from_plan(plan, velocity_encoding=velocity_encoding)
+        state["generations"] = [generation(plan)]
+        state["zarr_format"] = zarr_format
+        ds.attrs[PENDING] = json.dumps(state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.to_zarr(
+                target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
+                encoding=enc, **target.zarr_kwargs(),
+            )
+            import zarr
 
-        root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
-        root.create_group(STATE, attributes={"description": "itslive_dask build state (block markers, ledger)"})
-    check_alignment(target, plan)
+            root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
+            if STATE not in root:
+                root.create_group(STATE, attributes={"description": "itslive_dask build state (block markers, ledger)"})
+        check_alignment(target, plan)
+        write_state(target, state)
+    except StoreError:
+        raise
+    except Exception as exc:  # object-store and file-system errors of every kind
+        raise StoreError(
+            f"writing the template of {display(target)} failed ({type(exc).__name__}: {exc}); "
+            "nothing was built: run again with mode='resume' and the same granules to redo it "
+            "(or mode='overwrite')"
+        ) from exc
 
 
 def append_template(plan: CubePlan, target: StoreTarget) -> None:
@@ -138,9 +166,15 @@ def append_template(plan: CubePlan, target: StoreTarget) -> None:
     # generation in the same metadata write that extends the arrays
     ds.attrs = dict(target.open_root("r").attrs)
     ds.attrs[ATTR] = json.dumps(state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(target.url, mode="a", append_dim="mid_date", compute=False, consolidated=True, **target.zarr_kwargs())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.to_zarr(target.url, mode="a", append_dim="mid_date", compute=False, consolidated=True, **target.zarr_kwargs())
+    except Exception as exc:
+        raise StoreError(
+            f"appending to the template of {display(target)} failed ({type(exc).__name__}: {exc}); "
+            "check the store with 'itslive-dask info' before appending again"
+        ) from exc
     check_alignment(target, plan)
 
 

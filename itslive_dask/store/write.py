@@ -52,6 +52,7 @@ from itslive_dask.store.state import (
     finalize,
     is_itslive_store,
     mark_generation_complete,
+    read_pending,
     read_state,
     store_shape,
     write_ledger,
@@ -256,6 +257,13 @@ def write_cube(
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
         table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+        if mode == "resume" and state is not None and state.get("template_complete") is False:
+            # the template was interrupted before the build state was written: no block
+            # ran, so the template is redone with the stored settings and these granules
+            plan = _plan_for_pending(target, state, table)
+            zarr_format = int(state.get("zarr_format", zarr_format))
+            velocity_encoding = str(state.get("velocity_encoding", velocity_encoding))
+            skipped += _dropped_rows(plan)
     stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
@@ -266,7 +274,8 @@ def write_cube(
             remove_leftovers(target)
         if plan is not None:
             write_template(
-                plan, target, zarr_format=zarr_format, overwrite=(mode == "overwrite"), velocity_encoding=velocity_encoding
+                plan, target, zarr_format=zarr_format, overwrite=(mode in ("overwrite", "resume")),
+                velocity_encoding=velocity_encoding,
             )
             generations, layers_added = [plan], plan.n_layers
         else:
@@ -278,14 +287,16 @@ def write_cube(
                 stats[k] += one[k]
             stats["read"] |= one["read"]
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
-            mark_generation_complete(target, gen_plan, mode)
+            _store_step(
+                target, "recording the finished generation", mark_generation_complete, target, gen_plan, mode
+            )
     # a granule whose header could not be read never reached a block: it is a failure too
-    failed = finalize(target) + [
+    failed = _store_step(target, "collecting the block markers", finalize, target) + [
         {"granule_id": _granule_id_of(u["url"]), "url": u["url"], "error": u["error"],
-         "attempts": u["attempts"], "block": None}
+         "attempts": u["attempts"], "seconds": u.get("seconds", 0.0), "block": None}
         for u in unreadable
     ]  # fmt: skip
-    write_ledger(target, failed, skipped)
+    _store_step(target, "writing the ledger", write_ledger, target, failed, skipped)
     shape = store_shape(target)
     return WriteResult(
         store=display(target),
@@ -353,6 +364,7 @@ def check_output(
                 )
             return check_output(work, mode=mode)
         state = read_state(target)
+        pending = read_pending(target) if state is None else None
         present = state is not None or exists(target)
     except (StoreError, InvalidInputError):
         raise
@@ -368,6 +380,13 @@ def check_output(
             "(remove it yourself if it should go)"
         )
     if mode in ("resume", "append") and state is None:
+        if pending is not None:
+            if mode == "resume":
+                return dict(pending, template_complete=False)
+            raise StoreError(
+                f"the template of {display(target)} was interrupted before the build started; "
+                "run mode='resume' with the same granules first (or mode='overwrite')"
+            )
         if present:
             raise StoreError(
                 f"{display(target)} has no itslive_dask build state (not written by write_cube, a "
@@ -396,6 +415,35 @@ def _write_timeseries(source, store, *, store_options, mode, client, scheduler, 
         )
     res.store = display(final)
     return res
+
+
+def _store_step(target: StoreTarget, what: str, func: Callable[..., Any], *args: Any) -> Any:
+    """Run one write of the build's bookkeeping; errors become a StoreError saying what to do."""
+    try:
+        return func(*args)
+    except (StoreError, InvalidInputError):
+        raise
+    except Exception as exc:  # object-store and file-system errors of every kind
+        raise StoreError(
+            f"{what} in {display(target)} failed ({type(exc).__name__}: {exc}); the blocks "
+            "written so far are kept: run again with mode='resume' and the same granules"
+        ) from exc
+
+
+def _plan_for_pending(target: StoreTarget, state: dict[str, Any], table: Any) -> CubePlan:
+    """The plan of an interrupted template, from its stored settings and ``table``."""
+    grid = TargetGrid(**state["grid"])
+    region = shapely.from_wkb(bytes.fromhex(state["region_wkb_hex"]))
+    plan = plan_cube(
+        table, grid, region, chunks=tuple(state["chunks"]), variables=tuple(state["variables"]),
+        resampling=state["resampling"],
+    )
+    if plan.n_layers == 0:
+        raise StoreError(
+            f"{display(target)}: none of the given granules touches the region of the "
+            "interrupted template; resume with the same granules, or overwrite"
+        )
+    return plan
 
 
 def _is_cube(source: Any) -> bool:
