@@ -421,3 +421,24 @@ def upload_table(table, storage_options: dict[str, Any], bucket: str = "its-live
         urls.append(f"s3://{key}")
     out["url"] = urls
     return out
+
+
+def profile_summary(prof: Any, total: float, stages_of: Mapping[str, str], top: int = 12) -> dict[str, Any]:
+    """Seconds per named stage (cumulative time of the functions in ``stages_of``) and the
+    ``top`` functions by own time, from a :class:`cProfile.Profile`."""
+    import pstats
+
+    st = pstats.Stats(prof)
+    stages: dict[str, float] = {}
+    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if func in stages_of:
+            stages[stages_of[func]] = stages.get(stages_of[func], 0.0) + ct
+    ranked = sorted(
+        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
+        key=lambda kv: -kv[1],
+    )[:top]
+    return {
+        "stages_s": stages,
+        "stages_pct": {k: 100 * v / total for k, v in stages.items()} if total else {},
+        "top_own_s": ranked,
+    }

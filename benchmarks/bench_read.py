@@ -17,13 +17,12 @@ from __future__ import annotations
 import cProfile
 import io
 import logging
-import pstats
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import best_of, peak_rss_self
+from bench_common import best_of, peak_rss_self, profile_summary
 
 from itslive_dask.cache import LRU
 
@@ -247,23 +246,15 @@ def run_profile(plan, storage_options: dict | None = None, epsg: int | None = No
     B.read_block(cfg, refs, rows, cols, nt)
     prof.disable()
     total = time.perf_counter() - t0
-    st = pstats.Stats(prof)
-    stages: dict[str, float] = {}
-    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        if func in _STAGES:
-            stages[_STAGES[func]] = stages.get(_STAGES[func], 0.0) + ct
-    top = sorted(
-        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
-        key=lambda kv: -kv[1],
-    )[:12]
+    prof_sum = profile_summary(prof, total, _STAGES)
     return {
         "block": list(block),
         "granules": len(refs),
         "tile": [rows[1] - rows[0], cols[1] - cols[0]],
         "total_s": total,
-        "stages_s": stages,
-        "stages_pct": {k: 100 * v / total for k, v in stages.items()},
-        "top_self_time": [{"function": f, "s": s, "pct": 100 * s / total} for f, s in top],
+        "stages_s": prof_sum["stages_s"],
+        "stages_pct": prof_sum["stages_pct"],
+        "top_self_time": [{"function": f, "s": s, "pct": 100 * s / total} for f, s in prof_sum["top_own_s"]],
     }
 
 

@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_common import md_table, out_dir, peak_rss_self, s3_server_process, synthetic_archive, upload_table, write_result  # noqa: E402, I001
+from bench_common import md_table, out_dir, peak_rss_self, profile_summary, s3_server_process, synthetic_archive, upload_table, write_result  # noqa: E402, I001
 from bench_io import VARIABLES, aoi_window, metadata_bytes  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,6 @@ def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> d
     """cProfile every block of the tutorial-size cube in this one process (caches cold at the
     start, as in a fresh worker): where ``write_cube``'s worker time goes, per stage."""
     import cProfile
-    import pstats
 
     from bench_read import _STAGES, _clear_caches, block_inputs
 
@@ -417,20 +416,12 @@ def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> d
         B.read_block(cfg, refs, rows, cols, nt)
         prof.disable()
     total = time.perf_counter() - t0
-    st = pstats.Stats(prof)
-    stages: dict[str, float] = {}
-    for (_file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        if func in stages_of:
-            stages[stages_of[func]] = stages.get(stages_of[func], 0.0) + ct
-    top = sorted(
-        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
-        key=lambda kv: -kv[1],
-    )[:12]
+    prof_sum = profile_summary(prof, total, stages_of)
     return {
         "granules": n, "granule_block_reads": reads, "total_s": total,
         "ms_per_granule_read": 1e3 * total / max(reads, 1),
-        "stages_s": stages, "stages_pct": {k: 100 * v / total for k, v in stages.items()},
-        "top_self_time": [{"function": f, "s": t, "pct": 100 * t / total} for f, t in top],
+        "stages_s": prof_sum["stages_s"], "stages_pct": prof_sum["stages_pct"],
+        "top_self_time": [{"function": f, "s": t, "pct": 100 * t / total} for f, t in prof_sum["top_own_s"]],
     }
 
 
