@@ -151,6 +151,30 @@ def metadata_bytes(data: bytes, names: tuple[str, ...] = VARIABLES) -> int:
     return sum(b - a for a, b in coalesce_ranges(rec.spans, max_gap=0))
 
 
+def granule_facts(table: Any) -> list[dict[str, Any]]:
+    """Per granule: EPSG, x, y, the chunk index of the 4 variables and the metadata bytes."""
+    import h5py
+
+    from itslive_dask.io.ranged import ChunkIndex
+
+    facts = []
+    for url in table["url"]:
+        data = Path(url).read_bytes()
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            facts.append(
+                {
+                    "url": url,
+                    "size": len(data),
+                    "epsg": int(h5["mapping"].attrs["spatial_epsg"][0]),
+                    "x": h5["x"][()],
+                    "y": h5["y"][()],
+                    "index": ChunkIndex.from_h5(h5, VARIABLES),
+                    "meta": metadata_bytes(data),
+                }
+            )
+    return facts
+
+
 def read_whole(fs: Any, path: str, rows: slice, cols: slice) -> dict[str, np.ndarray]:
     """Today's kernel: the whole object, then h5py."""
     import h5py
@@ -187,7 +211,6 @@ def read_warm(fs: Any, path: str, index: Any, rows: slice, cols: slice) -> dict[
 # ----------------------------------------------------------------------------- benchmark
 def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict[str, Any]:
     """Measure every AOI x method; returns ``{"rows": [...], "header": [...], ...}``."""
-    import h5py
     import s3fs
 
     from itslive_dask.io.ranged import ChunkIndex, open_header
@@ -207,20 +230,7 @@ def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict
     region = get_region("svalbard")
     centre = (region.lon0, region.lat0)
     local = {u: Path(u).read_bytes() for u in table["url"]}
-    granules = []
-    for url, data in local.items():
-        with h5py.File(io.BytesIO(data), "r") as h5:
-            granules.append(
-                {
-                    "local": url,
-                    "size": len(data),
-                    "epsg": int(h5["mapping"].attrs["spatial_epsg"][0]),
-                    "x": h5["x"][()],
-                    "y": h5["y"][()],
-                    "index": ChunkIndex.from_h5(h5, VARIABLES),
-                    "meta": metadata_bytes(data),
-                }
-            )
+    granules = granule_facts(table)
     import fsspec
 
     from itslive_dask.io.ranged import INFLATE
@@ -228,7 +238,7 @@ def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict
     memfs = fsspec.filesystem("memory")
     for k, g in enumerate(granules):
         g["mem"] = f"/bench-io/{k}.nc"
-        memfs.pipe_file(g["mem"], local[g["local"]])
+        memfs.pipe_file(g["mem"], local[g["url"]])
     rows_out: list[dict[str, Any]] = []
     header_rows: list[dict[str, Any]] = []
     with s3_server_process() as opts:
@@ -263,7 +273,7 @@ def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict
                 needed = sum(g["index"].window_bytes(VARIABLES, *w) + g["meta"] for g, w in sel)
                 chunk_bytes = sum(g["index"].window_bytes(VARIABLES, *w) for g, w in sel)
                 floor_s = sum(
-                    best_of(lambda g=g, w=w: read_floor(local[g["local"]], *w), repeat)[0]
+                    best_of(lambda g=g, w=w: read_floor(local[g["url"]], *w), repeat)[0]
                     for g, w in sel
                 )
                 methods = {
@@ -275,7 +285,7 @@ def run_io(work: Path, *, repeat: int = 3, n_granules: int = N_GRANULES) -> dict
                     proxy.reset_stats()
                     for g, w in sel:
                         got = fn(counted, g, w)
-                        ref = read_floor(local[g["local"]], *w)
+                        ref = read_floor(local[g["url"]], *w)
                         assert all(np.array_equal(got[v], ref[v]) for v in VARIABLES)
                     st = proxy.reset_stats()
                     secs = sum(

@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import io
 import logging
 import os
 import shutil
@@ -61,7 +60,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_common import md_table, out_dir, peak_rss_self, profile_summary, s3_server_process, synthetic_archive, upload_table, write_result  # noqa: E402, I001
-from bench_io import VARIABLES, aoi_window, metadata_bytes  # noqa: E402
+from bench_io import VARIABLES, aoi_window, granule_facts  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -137,30 +136,6 @@ def _cluster(n_workers: int):
         host="127.0.0.1", dashboard_address=":0",
     )
     return cluster, Client(cluster)
-
-
-def granule_facts(table: Any) -> list[dict[str, Any]]:
-    """Per granule: EPSG, x, y, the chunk index of the 4 variables and the metadata bytes."""
-    import h5py
-
-    from itslive_dask.io.ranged import ChunkIndex
-
-    facts = []
-    for url in table["url"]:
-        data = Path(url).read_bytes()
-        with h5py.File(io.BytesIO(data), "r") as h5:
-            facts.append(
-                {
-                    "url": url,
-                    "size": len(data),
-                    "epsg": int(h5["mapping"].attrs["spatial_epsg"][0]),
-                    "x": h5["x"][()],
-                    "y": h5["y"][()],
-                    "index": ChunkIndex.from_h5(h5, VARIABLES),
-                    "meta": metadata_bytes(data),
-                }
-            )
-    return facts
 
 
 def needed_bytes(facts: list[dict[str, Any]], centre: tuple[float, float], km: float) -> tuple[int, int, int]:

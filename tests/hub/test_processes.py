@@ -35,13 +35,18 @@ def test_build_through_a_scheduler_address(tmp_path, small, synthetic_archive, l
     assert all(p.poll() is None for p in dask_processes.workers.values())
 
 
-def test_worker_killed_mid_build(tmp_path, small, synthetic_archive, local_reference, dask_processes):
+def _two_workers_and_reference(dask_processes, local_reference):
+    """A scheduler with two workers, and the LocalCluster reference store with its block count."""
     address = dask_processes.start_scheduler()
     for name in ("w1", "w2"):
         dask_processes.start_worker(name)
     dask_processes.wait_for_workers(2)
     reference = local_reference(KILL_CHUNKS)
-    total = len(list((reference / "_itslive" / "blocks").glob("*.json")))
+    return address, reference, len(list((reference / "_itslive" / "blocks").glob("*.json")))
+
+
+def test_worker_killed_mid_build(tmp_path, small, synthetic_archive, local_reference, dask_processes):
+    address, reference, total = _two_workers_and_reference(dask_processes, local_reference)
     store = tmp_path / "killed.zarr"
     kwargs = dict(storage_options=synthetic_archive.storage_options, chunks=KILL_CHUNKS, scheduler=address)
     outcome: dict = {}
@@ -86,12 +91,7 @@ def test_resume_through_a_scheduler_after_the_client_dies(tmp_path, small, synth
     import sys
     import textwrap
 
-    address = dask_processes.start_scheduler()
-    for name in ("w1", "w2"):
-        dask_processes.start_worker(name)
-    dask_processes.wait_for_workers(2)
-    reference = local_reference(KILL_CHUNKS)
-    total = len(list((reference / "_itslive" / "blocks").glob("*.json")))
+    address, reference, total = _two_workers_and_reference(dask_processes, local_reference)
     store = tmp_path / "kernel.zarr"
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps({"table": small, "store": str(store), "region": synthetic_archive.region,

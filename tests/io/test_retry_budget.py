@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+from bucket_copies import copy_to_bucket
 
 from itslive_dask import write_cube
 from itslive_dask.io.fetch import RetryPolicy
@@ -28,17 +29,7 @@ ONE_BLOCK = (16, 4096, 4096)
 @pytest.fixture(scope="module")
 def inputs(synthetic_archive, local_s3):
     """8 granules copied to their own bucket; the 3 with most pixels in the region first."""
-    fs = local_s3.filesystem()
-    local_s3.create_bucket(BUCKET)
-    table = synthetic_archive.table.iloc[:8].copy().reset_index(drop=True)
-    urls = []
-    for u in table.url:
-        key = u.split("://", 1)[1]
-        dst = f"{BUCKET}/{key.split('/', 1)[1]}"
-        fs.copy(key, dst)
-        urls.append(f"s3://{dst}")
-    table["url"] = urls
-    return table
+    return copy_to_bucket(local_s3, synthetic_archive.table.iloc[:8], BUCKET)
 
 
 def _build(table, region, store, proxy, client, **kw):

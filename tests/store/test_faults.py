@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from bucket_copies import copy_to_bucket
 
 from itslive_dask import read_ledger, write_cube
 from itslive_dask.testing.s3proxy import FaultRule, S3Proxy
@@ -25,17 +26,7 @@ KINDS = ("500", "503", "reset", "truncate")
 @pytest.fixture(scope="module")
 def inputs(synthetic_archive, local_s3):
     """16 granules copied to their own bucket (the shared archive stays fault-free)."""
-    fs = local_s3.filesystem()
-    local_s3.create_bucket(BUCKET)
-    table = synthetic_archive.table.iloc[:16].copy().reset_index(drop=True)
-    urls = []
-    for u in table.url:
-        key = u.split("://", 1)[1]
-        dst = f"{BUCKET}/{key.split('/', 1)[1]}"
-        fs.copy(key, dst)
-        urls.append(f"s3://{dst}")
-    table["url"] = urls
-    return table
+    return copy_to_bucket(local_s3, synthetic_archive.table.iloc[:16], BUCKET)
 
 
 @pytest.fixture(scope="module")
