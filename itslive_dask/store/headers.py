@@ -1,0 +1,123 @@
+"""Granule headers kept in a build's state, so a resumed or appended build reads none again.
+
+The first time a block task reads a remote granule's light header and chunk index (a HEAD
+and a few ranged GETs of HDF5 metadata, see :class:`itslive_dask.io.remote.RangedReader`), it
+keeps them as one small JSON object in the store, ``_itslive/headers/<key>.json`` (about
+1–3 kB: EPSG, the axes as start/step/size, the decoding specs and the byte ranges of the
+chunks of the cube's variables). A later build on the same store (``resume`` after a kill,
+``append``) lists that folder once and hands the records to its block tasks, which then
+fetch only the chunks they need: no request to the granule archive for its header.
+
+A record names no credential: the URL in it is redacted and its key is a hash. Keeping a
+record is an optimisation: a failure to write or read one is logged and the header is read
+from the granule instead; a record that no longer matches its object (a replaced file) makes
+the window read fail, and the kernel then reads the header again (see
+:func:`itslive_dask.cube.kernel.read_block_with_report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from itslive_dask.cache import LRU
+from itslive_dask.io.urls import redact_url
+from itslive_dask.store.state import STATE
+from itslive_dask.store.target import StoreTarget, put_json
+
+__all__ = ["HEADERS", "StoreHeaders", "header_key", "list_header_keys"]
+
+log = logging.getLogger(__name__)
+
+#: Folder of the records inside the build state.
+HEADERS = "headers"
+
+#: (store url, key) of the records this process wrote or read (one write per granule and
+#: process, and the record read from the store once).
+_SEEN: LRU[dict[str, Any] | bool] = LRU(maxsize=65536)
+
+
+def header_key(url: str) -> str:
+    """The record name of a granule: a hash of its URL without query or credentials."""
+    return hashlib.sha256(redact_url(url).split("?", 1)[0].encode()).hexdigest()[:32]
+
+
+def list_header_keys(target: StoreTarget) -> frozenset[str]:
+    """Keys of the records a store holds (one listing; empty when there are none)."""
+    fs = target.fs()
+    base = target.path(STATE, HEADERS)
+    fs.invalidate_cache(base)
+    try:
+        names = fs.ls(base, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    return frozenset(
+        posixpath.basename(n)[: -len(".json")] for n in names if str(n).endswith(".json")
+    )
+
+
+@dataclass(frozen=True)
+class StoreHeaders:
+    """The header records of one store, as block tasks use them (picklable).
+
+    Parameters
+    ----------
+    target
+        The output store.
+    known
+        Keys of the records present when the build started (from :func:`list_header_keys`):
+        only those are read, so a fresh build makes no lookup that would miss.
+    """
+
+    target: StoreTarget
+    known: frozenset[str] = field(default_factory=frozenset, repr=False)
+
+    def get(self, url: str) -> Mapping[str, Any] | None:
+        """The record of granule ``url``, or None (none kept, or it cannot be read)."""
+        key = header_key(url)
+        if key not in self.known:
+            return None
+        cached = _SEEN.peek((self.target.url, key))
+        if isinstance(cached, dict):
+            return cached
+        if cached is False:  # did not match its object in this process
+            return None
+        try:
+            fs = self.target.fs()
+            record = json.loads(fs.cat_file(self.target.path(STATE, HEADERS, f"{key}.json")))
+        except Exception as exc:  # an optimisation only: read the granule's header instead
+            log.info("header record %s not read (%s): reading the granule", key, type(exc).__name__)
+            return None
+        if not isinstance(record, dict):
+            return None
+        _SEEN.discard((self.target.url, key))
+        _SEEN.get((self.target.url, key), lambda: record)
+        return record
+
+    def put(self, url: str, record: Mapping[str, Any]) -> None:
+        """Keep the record of granule ``url`` (once per process; failures only logged)."""
+        key = header_key(url)
+        seen = _SEEN.peek((self.target.url, key))
+        if seen is True or (key in self.known and seen is not False):
+            return  # written by this process, or kept by an earlier build and still good
+        try:
+            put_json(self.target, (STATE, HEADERS, f"{key}.json"), dict(record))
+        except Exception as exc:  # the build does not depend on it
+            log.info("header record %s not written (%s)", key, type(exc).__name__)
+            return
+        _mark(self.target.url, key, True)
+
+    def discard(self, url: str) -> None:
+        """Stop using the record of ``url`` in this process (it did not match its object);
+        the next :meth:`put` replaces it."""
+        _mark(self.target.url, header_key(url), False)
+
+
+def _mark(store: str, key: str, value: bool) -> None:
+    _SEEN.discard((store, key))
+    _SEEN.get((store, key), lambda: value)
