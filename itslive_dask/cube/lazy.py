@@ -24,7 +24,7 @@ from itslive_dask.spec import CubeSpec
 from itslive_dask.table import granule_table, validate_granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
-__all__ = ["make_plan", "open_cube", "resolve_granules"]
+__all__ = ["granule_sources", "make_plan", "open_cube", "resolve_granules"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,22 @@ def resolve_and_report(
             validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326")),
             unreadable,
         )
+    sources = granule_sources(granules, storage_options)
+    assert sources is not None
+    return _header_table(sources, storage_options, max_workers, on_error)
+
+
+def granule_sources(granules: Granules, storage_options: StorageOptions | None = None) -> list[str] | None:
+    """The paths/URLs of ``granules`` given as a list, a folder or a glob (None for a
+    granule table, whose rows need no listing).
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else, or when a folder or glob holds no granule.
+    """
+    if isinstance(granules, gpd.GeoDataFrame):
+        return None
     if isinstance(granules, str | os.PathLike):
         _, sources = list_granules(granules, storage_options)
     elif isinstance(granules, Sequence):
@@ -208,7 +224,7 @@ def resolve_and_report(
         )
     if not sources:
         raise InvalidInputError(f"no granules found in {granules!r}")
-    return _header_table(sources, storage_options, max_workers, on_error)
+    return sources
 
 
 def _header_table(

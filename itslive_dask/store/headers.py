@@ -1,6 +1,10 @@
 """Granule headers kept in a build's state, so a resumed or appended build reads none again.
 
-The first time a block task reads a remote granule's light header and chunk index (a HEAD
+Two things are kept. The granule-table rows of each generation (:func:`keep_rows`), so a
+``resume`` or ``append`` given bare paths or URLs does not read the headers of granules the
+store already knows at planning time; and, per granule, what block tasks read:
+
+the first time a block task reads a remote granule's light header and chunk index (a HEAD
 and a few ranged GETs of HDF5 metadata, see :class:`itslive_dask.io.remote.RangedReader`), it
 keeps them as one small JSON object in the store, ``_itslive/headers/<key>.json`` (about
 1–3 kB: EPSG, the axes as start/step/size, the decoding specs and the byte ranges of the
@@ -25,12 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from itslive_dask.cache import LRU
 from itslive_dask.io.urls import redact_url
 from itslive_dask.store.state import STATE
 from itslive_dask.store.target import StoreTarget, put_json
 
-__all__ = ["HEADERS", "StoreHeaders", "header_key", "list_header_keys"]
+__all__ = ["HEADERS", "StoreHeaders", "header_key", "keep_rows", "kept_rows", "list_header_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +128,64 @@ class StoreHeaders:
 def _mark(store: str, key: str, value: bool) -> None:
     _SEEN.discard((store, key))
     _SEEN.get((store, key), lambda: value)
+
+
+# ----------------------------------------------------------------------------- granule rows
+#: Folder of the kept granule-table rows, one file per generation.
+GRANULES = "granules"
+
+
+def keep_rows(target: StoreTarget, table: Any, token: str) -> None:
+    """Keep the granule-table rows a generation was planned from in the build state (its
+    layers, and the granules planning left out: outside the region, repeated dates).
+
+    A later ``resume`` or ``append`` given bare paths/URLs takes these rows instead of
+    reading those granules' headers again (:func:`kept_rows`). Best effort: a failure is
+    logged, the build does not depend on it.
+    """
+    from itslive_dask.table import COLUMNS
+
+    rows = []
+    for rec in table.to_dict("records"):
+        row = {c: _jsonable(rec[c]) for c in COLUMNS}
+        row["url"] = redact_url(str(rec["url"]))
+        row["geometry_wkb"] = rec["geometry"].wkb_hex
+        rows.append(row)
+    try:
+        put_json(target, (STATE, GRANULES, f"{token}.json"), rows)
+    except Exception as exc:
+        log.info("granule rows not kept (%s)", type(exc).__name__)
+
+
+def kept_rows(target: StoreTarget) -> Any:
+    """The granule rows kept by :func:`keep_rows` (a granule table; empty when none)."""
+    import shapely
+
+    from itslive_dask.table import COLUMNS, granule_table
+
+    fs = target.fs()
+    base = target.path(STATE, GRANULES)
+    fs.invalidate_cache(base)
+    try:
+        paths = [p for p in fs.ls(base, detail=False) if str(p).endswith(".json")]
+        contents = fs.cat(paths) if paths else {}
+    except (FileNotFoundError, NotADirectoryError):
+        contents = {}
+    records: dict[str, dict[str, Any]] = {}
+    for text in contents.values():
+        for row in json.loads(text):
+            rec = {c: row[c] for c in COLUMNS}
+            for c, dtype in COLUMNS.items():
+                if dtype.startswith("datetime64"):
+                    rec[c] = np.datetime64(int(row[c]), "ns")
+            rec["geometry"] = shapely.from_wkb(bytes.fromhex(row["geometry_wkb"]))
+            records[rec["url"]] = rec
+    return granule_table(records.values())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.datetime64 | pd.Timestamp):
+        return int(pd.Timestamp(value).value)  # ns since the epoch: exact
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

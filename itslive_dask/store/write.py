@@ -28,6 +28,7 @@ touched. Use ``ds.sortby("mid_date")`` for a globally sorted view.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -40,11 +41,13 @@ import shapely
 import xarray as xr
 
 from itslive_dask.cluster import dask_client
-from itslive_dask.cube.lazy import make_plan, resolve_and_report
+from itslive_dask.cube.lazy import granule_sources, make_plan, resolve_and_report
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.io.urls import redact_url
 from itslive_dask.spec import CubeSpec
+from itslive_dask.store.headers import keep_rows, kept_rows
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
     existing_ids,
@@ -66,6 +69,7 @@ from itslive_dask.store.target import (
     resolve_target,
 )
 from itslive_dask.store.template import VELOCITY_ENCODINGS, append_template, write_template
+from itslive_dask.table import granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
 __all__ = ["LAYOUTS", "MODES", "WriteResult", "check_output", "write_cube"]
@@ -240,7 +244,7 @@ def write_cube(
     skipped: list[dict[str, Any]] = []
     plan = table = None
     if mode in ("create", "overwrite"):
-        plan = _plan_from_source(source, spec, storage_options)
+        plan, table = _plan_from_source(source, spec, storage_options)
         unreadable = list(plan.unreadable)
         if plan.n_layers == 0:
             if unreadable:
@@ -256,7 +260,7 @@ def write_cube(
     else:
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
-        table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+        table, unreadable = _resolve_with_kept(source, target, storage_options)
         if mode == "resume" and state is not None and state.get("template_complete") is False:
             # the template was interrupted before the build state was written: no block
             # ran, so the template is redone with the stored settings and these granules
@@ -277,6 +281,8 @@ def write_cube(
                 plan, target, zarr_format=zarr_format, overwrite=(mode in ("overwrite", "resume")),
                 velocity_encoding=velocity_encoding,
             )
+            if table is not None:
+                keep_rows(target, table, plan.token)
             generations, layers_added = [plan], plan.n_layers
         else:
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
@@ -450,7 +456,10 @@ def _is_cube(source: Any) -> bool:
     return isinstance(source, xr.Dataset)
 
 
-def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptions | None) -> CubePlan:
+def _plan_from_source(
+    source: Any, spec: CubeSpec, storage_options: StorageOptions | None
+) -> tuple[CubePlan, Any]:
+    """The plan of a new cube, and the granule table it was made from (None for a cube)."""
     if _is_cube(source):
         plan = source.encoding.get("itslive_dask_plan")
         if plan is None or source.sizes.get("mid_date") != plan.n_layers or tuple(
@@ -460,8 +469,30 @@ def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptio
                 "write_cube takes the cube exactly as open_cube returned it; for a subset, pass the "
                 "granules and arguments instead (or use Dataset.to_zarr)"
             )
-        return plan
-    return make_plan(source, spec=spec, storage_options=storage_options, on_error="skip")
+        return plan, None
+    table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+    plan = make_plan(table, spec=spec)
+    return (dataclasses.replace(plan, unreadable=tuple(unreadable)) if unreadable else plan), table
+
+
+def _resolve_with_kept(
+    source: Any, target: StoreTarget, storage_options: StorageOptions | None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The granule table of a resume or append: bare paths/URLs the store already knows take
+    their kept rows (no header read); only the others have their headers read."""
+    sources = granule_sources(source, storage_options)
+    if sources is None:  # a granule table: nothing is read
+        return resolve_and_report(source, storage_options=storage_options, on_error="skip")
+    kept = {redact_url(r["url"]): r for r in kept_rows(target).to_dict("records")}
+    known = [dict(kept[redact_url(s)], url=s) for s in sources if redact_url(s) in kept]
+    rest = [s for s in sources if redact_url(s) not in kept]
+    table, unreadable = (
+        resolve_and_report(rest, storage_options=storage_options, on_error="skip") if rest else (None, [])
+    )
+    rows = granule_table(known)
+    if table is not None and len(table):
+        rows = granule_table([*known, *table.to_dict("records")]) if known else table
+    return rows, unreadable
 
 
 def _granule_id_of(url: str) -> str:
@@ -513,6 +544,7 @@ def _plans_for_existing(
             skipped += _dropped_rows(plan)
             if plan.n_layers:
                 append_template(plan, target)
+                keep_rows(target, new, plan.token)
                 plans.append(plan)
                 added = plan.n_layers
     else:

@@ -139,3 +139,37 @@ def test_a_record_that_does_not_fit_its_object_is_replaced(
         [r[-3] for var in fixed["index"]["variables"] for r in var["refs"]],
         [r[-3] - 17 for var in record["index"]["variables"] for r in var["refs"]],
     )
+
+
+def test_resume_and_append_from_urls_read_no_known_header(
+    inputs, synthetic_archive, local_s3, dask_client, tmp_path
+):
+    """Given bare URLs (the tutorial's way: a list of files), ``resume`` reads no header
+    and ``append`` reads only the new granules' headers: the store kept the rows."""
+    urls = list(inputs.url)
+    first, later = urls[:8], urls[8:]
+    store = tmp_path / "urls.zarr"
+    with S3Proxy(local_s3) as proxy:
+        opts = proxy.storage_options
+        write_cube(first, str(store), synthetic_archive.region, chunks=CHUNKS,
+                   storage_options=opts, client=dask_client)  # fmt: skip
+        proxy.reset_stats()
+        write_cube(first, str(store), mode="resume", storage_options=opts, client=dask_client)
+        resumed = proxy.reset_stats()
+        res = write_cube(urls, str(store), mode="append", storage_options=opts, client=dask_client)
+        appended = proxy.reset_stats()
+    assert resumed.requests() == 0  # a finished build, resumed from URLs: not one request
+    old_keys = {u.split("://", 1)[1] for u in first}
+    assert not any(r.key in old_keys for r in appended.records)  # known granules: untouched
+    new_keys = {u.split("://", 1)[1] for u in later}
+    assert {r.key for r in appended.select(method="HEAD")} <= new_keys
+    assert res.layers_added > 0
+    # the appended cube equals a cube built at once from the table of all granules
+    whole = tmp_path / "whole.zarr"
+    write_cube(inputs, str(whole), synthetic_archive.region, chunks=CHUNKS,
+               storage_options=local_s3.storage_options, client=dask_client)  # fmt: skip
+    a = xr.open_zarr(store).load().sortby("granule_id")
+    b = xr.open_zarr(whole).load().sortby("granule_id")
+    assert list(a.granule_id.values) == list(b.granule_id.values)
+    for v in VARS:
+        assert a[v].values.tobytes() == b[v].values.tobytes(), v
