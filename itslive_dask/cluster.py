@@ -21,6 +21,16 @@ Which cluster runs a build
     ``gateway.proxy-address``, ``gateway.auth`` in the Dask configuration, which a Pangeo hub
     sets through ``DASK_GATEWAY__ADDRESS``...). dask-gateway is the ``[hub]`` extra.
 
+Worker processes of the LocalCluster started here
+    They start with the glibc malloc settings of :data:`WORKER_MALLOC_ENV`
+    (``MALLOC_TRIM_THRESHOLD_=65536``, distributed's own default, plus
+    ``MALLOC_MMAP_THRESHOLD_=67108864``): distributed's trim threshold alone turns off glibc's
+    dynamic mmap threshold, so every array above 128 KiB is mmap-ed, page-faulted and
+    unmapped afresh, which doubles a block task's time (docs/benchmarks.md, section 3). The
+    setting is scoped to that cluster: neither this process's ``os.environ`` nor a cluster
+    started later from it inherits it. Clusters started elsewhere (a scheduler address, a
+    given client, dask-gateway) keep their own settings: see docs/cloud.md to set it there.
+
 Worker environment
     Before anything is submitted, the workers of a cluster the package did not start itself
     are asked (by a function sent by value, so it runs even where ``itslive_dask`` cannot be
@@ -45,11 +55,14 @@ from urllib.parse import parse_qsl
 from itslive_dask.errors import ClusterError, InvalidInputError
 
 __all__ = [
+    "WORKER_MALLOC_ENV",
     "WORKER_MODULES",
     "check_workers",
     "dask_client",
     "dask_setup",
     "default_workers",
+    "pre_spawn_environ",
+    "release_process_caches",
     "sigint_shield",
     "worker_environments",
 ]
@@ -63,6 +76,17 @@ WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec",
 #: The modules of the block tasks themselves: importing them imports every dependency the
 #: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
 TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
+
+#: glibc malloc settings of the worker processes of a LocalCluster started by
+#: :func:`dask_client` (measured in docs/benchmarks.md, section 3). Set before the worker
+#: process is spawned (``distributed.nanny.pre-spawn-environ``): glibc reads them once, at
+#: the process's first allocation, so the nanny's ``env=`` (applied after the spawn) is too
+#: late for them. A value the user already set (in ``os.environ`` or in that Dask config key)
+#: wins.
+WORKER_MALLOC_ENV: dict[str, str] = {
+    "MALLOC_TRIM_THRESHOLD_": "65536",
+    "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
+}
 
 #: Seconds to wait for the workers of a new gateway cluster.
 GATEWAY_WORKER_TIMEOUT = 300.0
@@ -193,14 +217,15 @@ def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
     if n < 1 or threads_per_worker < 1:
         raise InvalidInputError("workers and threads per worker must be at least 1")
     try:
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            memory_limit=memory_limit,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
+        with pre_spawn_environ(WORKER_MALLOC_ENV) as restore_environ:
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                memory_limit=memory_limit,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
     except (OSError, ValueError, TypeError) as exc:
         raise ClusterError(f"cannot start a LocalCluster: {exc}") from None
     try:
@@ -208,9 +233,116 @@ def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
         try:
             yield c
         finally:
+            _tidy_workers(c)
             c.close()
     finally:
         cluster.close()
+        restore_environ()  # after a nanny restarted its worker (and set os.environ again)
+
+
+def release_process_caches() -> dict[str, float]:
+    """Empty this process's ``itslive_dask`` caches and exempt what is left from the garbage
+    collector: what a worker of a package-started cluster runs before it is closed.
+
+    A worker after a build holds up to ~1 GiB of cached geometry, headers and decoded chunks
+    (``LRU`` and ``ChunkCache`` objects of the package's modules) and ~10^5 tracked objects.
+    Tearing that down inside the interpreter's exit took longer than the 4 s distributed's
+    nanny waits for its worker at ``cluster.close()`` (0.8 x its 5 s close timeout) on a busy
+    machine, and the nanny then killed it (SIGKILL). Done here, while the worker is still up
+    and no timer runs, the worker exits in well under a second.
+
+    Returns
+    -------
+    dict
+        ``caches`` emptied, ``nbytes`` they held, ``seconds`` taken.
+    """
+    import gc
+    import sys
+
+    t0 = time.perf_counter()
+    from itslive_dask.cache import LRU
+
+    kinds: tuple[type, ...] = (LRU,)
+    ranged = sys.modules.get("itslive_dask.io.ranged")
+    if ranged is not None:
+        kinds = (*kinds, ranged.ChunkCache)
+    caches: list[Any] = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "itslive_dask" or name.startswith("itslive_dask.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, kinds):
+                caches.append(value)
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, kinds) for v in value.values())
+            ):
+                caches.extend(value.values())
+    nbytes = 0
+    for cache in caches:
+        nbytes += int(getattr(cache, "nbytes", 0) or 0)
+        cache.clear()
+    gc.collect()
+    gc.freeze()  # the interpreter's exit no longer walks the objects that remain
+    return {
+        "caches": float(len(caches)),
+        "nbytes": float(nbytes),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _tidy_workers(client: Any) -> None:
+    """Run :func:`release_process_caches` on every worker (best effort: a failure is logged)."""
+    try:
+        done = client.run(release_process_caches, wait=True, on_error="return")
+    except Exception as exc:  # closing anyway: the worker only exits more slowly
+        log.debug("could not release the workers' caches before closing: %s", exc)
+        return
+    log.debug("workers' caches released before closing: %s", done)
+
+
+@contextlib.contextmanager
+def pre_spawn_environ(extra: dict[str, str]) -> Iterator[Callable[[], None]]:
+    """Spawn the worker processes of the nannies created inside the block with ``extra`` in
+    their environment, without leaving it in this process's ``os.environ``.
+
+    distributed copies ``distributed.nanny.pre-spawn-environ`` into the nanny's process's
+    ``os.environ`` just before it spawns the worker (so the new process has it from its first
+    instruction), and never takes it back; a LocalCluster's nannies live in this process.
+    Inside the block the Dask configuration key carries ``extra`` (under the values the user
+    already set there); leaving the block puts every variable the nannies may have set
+    (``extra``, the configuration's own, ``PYTHONHASHSEED``) back as it was before, so neither
+    this process nor a cluster started later from it inherits them. A nanny keeps the setting
+    it was created with: when it restarts its worker it applies it again (to the new worker,
+    and to ``os.environ``); call the yielded ``restore()`` again once such a cluster is closed.
+
+    Parameters
+    ----------
+    extra
+        Variables for the worker processes, e.g. :data:`WORKER_MALLOC_ENV`. A variable already
+        in ``os.environ`` keeps its value (distributed's rule).
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults must exist before they are read)
+
+    configured = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    merged = {**extra, **configured}
+    keys = {*merged, "PYTHONHASHSEED"}
+    before = {k: os.environ.get(k) for k in keys}
+
+    def restore() -> None:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": merged}):
+            yield restore
+    finally:
+        restore()
 
 
 # --------------------------------------------------------------------------- dask-gateway
