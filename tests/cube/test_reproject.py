@@ -123,13 +123,18 @@ def _convergence_theta(x, y, target_epsg: int, source_epsg: int) -> np.ndarray:
     return np.radians(conv_t - conv_s)
 
 
-@pytest.mark.parametrize(("target", "source", "lon", "lat"), LATTICE_CASES)
+@pytest.mark.parametrize(
+    ("target", "source", "lon", "lat", "n"),
+    [(*case, 320) for case in LATTICE_CASES]
+    + [pytest.param(*case, 1024, marks=pytest.mark.slow) for case in LATTICE_CASES],
+)
 def test_lattice_rotation_is_within_its_bound_of_the_per_pixel_computation(
-    target, source, lon, lat
+    target, source, lon, lat, n
 ):
+    """320 px tiles in the default suite; 1024 px tiles (-m slow) check the lattice's indexing
+    over 64 x 64 cells (the error of a cell does not depend on the tile's size)."""
     from itslive_dask.cube.reproject import ANGLE_TOLERANCE
 
-    n = 1024 if (target, lat) == (3031, -70.0) else 320  # one 1024 px tile, the rest smaller
     x, y = _tile(lon, lat, target, n)
     exact = source_geometry(x, y, target, source, exact=True)
     fast = source_geometry(x, y, target, source)
