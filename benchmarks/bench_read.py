@@ -441,10 +441,18 @@ def _worker_usage() -> dict[str, float]:
     return {"cpu_s": ru.ru_utime + ru.ru_stime, "minor_faults": float(ru.ru_minflt), "peak_rss_mb": peak_rss_self() / 2**20}
 
 
+def _boot_malloc_environ() -> str:
+    """The MALLOC_ variables a worker process was started with (``/proc/self/environ``)."""
+    with open("/proc/self/environ", "rb") as f:
+        items = [i.decode() for i in f.read().split(b"\0") if i.startswith(b"MALLOC_")]
+    return " ".join(sorted(items)) or "(none)"
+
+
 def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int = 2) -> dict[str, Any]:
     """``write_cube`` of ``table`` on a fresh 2-worker LocalCluster per run, with each worker
     environment of :data:`E2E_MALLOC` in turn (alternated ``repeat`` times): wall time, the
     workers' CPU time, minor page faults and peak RSS (from ``getrusage`` in each worker)."""
+    import os
     import shutil
 
     import dask
@@ -460,13 +468,20 @@ def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int
             cfg = {**base, **env}
             store = Path(workdir) / "malloc-e2e.zarr"
             shutil.rmtree(store, ignore_errors=True)
+            # the nannies copy their pre-spawn environment into this process's os.environ and
+            # never take it back: clear every MALLOC_ variable before each start, or the
+            # previous setting leaks into the next run's workers
+            for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+                del os.environ[key]
             with dask.config.set({"distributed.nanny.pre-spawn-environ": cfg}):
                 cluster = LocalCluster(
                     n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=":0", memory_limit="2GiB",
                 )
             try:
+                client_boot = None
                 with Client(cluster) as client:
+                    client_boot = client.run(_boot_malloc_environ)
                     before = client.run(_worker_usage)
                     t0 = time.perf_counter()
                     res = itslive_dask.write_cube(table, str(store), geojson, client=client)
@@ -474,9 +489,13 @@ def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int
                     after = client.run(_worker_usage)
             finally:
                 cluster.close()
+                for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+                    del os.environ[key]
+            boot = sorted({v for v in (client_boot or {}).values()})
             rows.append(
                 {
                     "setting": label,
+                    "worker_boot_env": boot[0] if len(boot) == 1 else boot,
                     "repetition": rep,
                     "granules": len(table),
                     "blocks": res.blocks_written,

@@ -22,14 +22,15 @@ Which cluster runs a build
     sets through ``DASK_GATEWAY__ADDRESS``...). dask-gateway is the ``[hub]`` extra.
 
 Worker processes of the LocalCluster started here
-    They start with the glibc malloc settings of :data:`WORKER_MALLOC_ENV`
-    (``MALLOC_TRIM_THRESHOLD_=65536``, distributed's own default, plus
-    ``MALLOC_MMAP_THRESHOLD_=67108864``): distributed's trim threshold alone turns off glibc's
-    dynamic mmap threshold, so every array above 128 KiB is mmap-ed, page-faulted and
-    unmapped afresh, which doubles a block task's time (docs/benchmarks.md, section 3). The
-    setting is scoped to that cluster: neither this process's ``os.environ`` nor a cluster
-    started later from it inherits it. Clusters started elsewhere (a scheduler address, a
-    given client, dask-gateway) keep their own settings: see docs/cloud.md to set it there.
+    They start with glibc's own malloc settings (:data:`WORKER_MALLOC_ENV`): distributed's
+    ``MALLOC_TRIM_THRESHOLD_=65536`` is not set for them. Setting that variable at all turns
+    off glibc's dynamic mmap threshold, so every array above 128 KiB is mmap-ed, page-faulted
+    and unmapped afresh: ``write_cube`` of 120 granules took 1.3 M page faults and 8.0 s of
+    worker CPU with it, 0.08 M and 4.6 s without it, for ~10 % more peak RSS
+    (docs/benchmarks.md, section 3). The setting is scoped to that cluster: neither this
+    process's ``os.environ`` nor a cluster started later from it inherits it. Clusters
+    started elsewhere (a scheduler address, a given client, dask-gateway) keep their own
+    settings: docs/cloud.md says how to set it there.
 
 Worker environment
     Before anything is submitted, the workers of a cluster the package did not start itself
@@ -78,15 +79,11 @@ WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec",
 TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
 
 #: glibc malloc settings of the worker processes of a LocalCluster started by
-#: :func:`dask_client` (measured in docs/benchmarks.md, section 3). Set before the worker
-#: process is spawned (``distributed.nanny.pre-spawn-environ``): glibc reads them once, at
-#: the process's first allocation, so the nanny's ``env=`` (applied after the spawn) is too
-#: late for them. A value the user already set (in ``os.environ`` or in that Dask config key)
-#: wins.
-WORKER_MALLOC_ENV: dict[str, str] = {
-    "MALLOC_TRIM_THRESHOLD_": "65536",
-    "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
-}
+#: :func:`dask_client` (measured in docs/benchmarks.md, section 3): ``None`` = the variable is
+#: not set, so glibc's dynamic thresholds apply. Applied before the worker process is spawned
+#: (``distributed.nanny.pre-spawn-environ``): glibc reads them once, at the process's first
+#: allocation, so the nanny's ``env=`` (applied after the spawn) is too late for them.
+WORKER_MALLOC_ENV: dict[str, str | None] = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: Seconds to wait for the workers of a new gateway cluster.
 GATEWAY_WORKER_TIMEOUT = 300.0
@@ -303,43 +300,57 @@ def _tidy_workers(client: Any) -> None:
 
 
 @contextlib.contextmanager
-def pre_spawn_environ(extra: dict[str, str]) -> Iterator[Callable[[], None]]:
+def pre_spawn_environ(extra: dict[str, str | None]) -> Iterator[Callable[[], None]]:
     """Spawn the worker processes of the nannies created inside the block with ``extra`` in
-    their environment, without leaving it in this process's ``os.environ``.
+    their environment (``None``: without that variable), without leaving it in this process's
+    ``os.environ``.
 
     distributed copies ``distributed.nanny.pre-spawn-environ`` into the nanny's process's
     ``os.environ`` just before it spawns the worker (so the new process has it from its first
     instruction), and never takes it back; a LocalCluster's nannies live in this process.
-    Inside the block the Dask configuration key carries ``extra`` (under the values the user
-    already set there); leaving the block puts every variable the nannies may have set
-    (``extra``, the configuration's own, ``PYTHONHASHSEED``) back as it was before, so neither
-    this process nor a cluster started later from it inherits them. A nanny keeps the setting
-    it was created with: when it restarts its worker it applies it again (to the new worker,
-    and to ``os.environ``); call the yielded ``restore()`` again once such a cluster is closed.
+    Inside the block that configuration key carries ``extra`` in place of distributed's
+    defaults for the same variables (a value the user configured differently is kept), and a
+    variable ``extra`` unsets is also lifted from ``os.environ`` when it holds exactly
+    distributed's default (what an earlier cluster's nanny left there); any other value in
+    ``os.environ`` is the user's and wins, as in distributed. Leaving the block puts every
+    variable the nannies may have set (these, the configuration's own, ``PYTHONHASHSEED``)
+    back as it was, so neither this process nor a cluster started later from it inherits
+    them. A nanny keeps what it was created with: when it restarts its worker it applies it
+    again (to the new worker, and to ``os.environ``); call the yielded ``restore()`` again
+    once such a cluster is closed.
 
     Parameters
     ----------
     extra
-        Variables for the worker processes, e.g. :data:`WORKER_MALLOC_ENV`. A variable already
-        in ``os.environ`` keeps its value (distributed's rule).
+        Variables for the worker processes, e.g. :data:`WORKER_MALLOC_ENV`.
     """
     import dask
     import distributed  # noqa: F401  (its config defaults must exist before they are read)
 
-    configured = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    merged = {**extra, **configured}
-    keys = {*merged, "PYTHONHASHSEED"}
+    key = "distributed.nanny.pre-spawn-environ"
+    configured = dict(dask.config.get(key, {}) or {})
+    shipped: dict[str, Any] = {}
+    for defaults in dask.config.defaults:
+        shipped.update(defaults.get("distributed", {}).get("nanny", {}).get("pre-spawn-environ", {}) or {})
+    merged = dict(configured)
+    for name, value in extra.items():
+        if name not in configured or configured[name] == shipped.get(name):
+            merged[name] = value  # ours, unless the user configured another value
+    keys = {*merged, *extra, "PYTHONHASHSEED"}
     before = {k: os.environ.get(k) for k in keys}
 
     def restore() -> None:
-        for key, value in before.items():
+        for name, value in before.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[key] = value
+                os.environ[name] = value
 
+    for name, value in extra.items():
+        if value is None and name in shipped and os.environ.get(name) == str(shipped[name]):
+            del os.environ[name]  # a nanny's leftover, not the user's choice
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": merged}):
+        with dask.config.set({key: merged}):
             yield restore
     finally:
         restore()

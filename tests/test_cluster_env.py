@@ -47,11 +47,15 @@ def _parent() -> dict[str, str | None]:
 
 @pytest.fixture
 def clean_environ():
-    if any(k in os.environ for k in WORKER_MALLOC_ENV):
-        pytest.skip("this process's environment already sets a MALLOC_ variable (it would win)")
-    before = _parent()
-    yield before
-    for key, value in before.items():  # whatever the test did, leave the session as it was
+    """This process's environment as a plain LocalCluster's nanny leaves it (distributed's
+    ``MALLOC_TRIM_THRESHOLD_=65536`` in ``os.environ``: the session's ``dask_client`` fixture
+    may have started one already), restored after the test."""
+    saved = {k: os.environ.get(k) for k in (*WATCHED, "OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_")}
+    if saved["MALLOC_TRIM_THRESHOLD_"] not in (None, "65536"):
+        pytest.skip("this process's environment sets its own MALLOC_TRIM_THRESHOLD_ (it wins)")
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    yield _parent()
+    for key, value in saved.items():  # whatever the test did, leave the session as it was
         if value is None:
             os.environ.pop(key, None)
         else:
@@ -59,27 +63,24 @@ def clean_environ():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="needs Linux /proc")
-def test_package_cluster_workers_start_with_the_malloc_setting_and_nothing_leaks(clean_environ):
+def test_package_cluster_workers_start_without_the_trim_threshold_and_nothing_leaks(
+    clean_environ,
+):
     from distributed import Client, LocalCluster
 
     before = clean_environ
     with dask_client(n_workers=1, memory_limit="1GiB") as client:
         boot = list(client.run(_boot_environ).values())
-        live = list(client.run(_environ_get, "MALLOC_MMAP_THRESHOLD_").values())
+        live = list(client.run(_environ_get, "MALLOC_TRIM_THRESHOLD_").values())
         during = _parent()
     after = _parent()
-    # the worker was spawned with both variables (glibc reads them at its first malloc)
-    assert boot == [
-        {
-            "MALLOC_TRIM_THRESHOLD_": "65536",
-            "MALLOC_MMAP_THRESHOLD_": "67108864",
-            "PYTHONHASHSEED": "6640",
-        }
-    ]
-    assert live == ["67108864"]
-    # ... and this process's environment never kept them, during the build or after it
+    # the worker was spawned without distributed's MALLOC_TRIM_THRESHOLD_ (glibc's own
+    # dynamic thresholds: glibc reads the variables once, at the process's first malloc)
+    assert boot == [{"PYTHONHASHSEED": "6640"}]
+    assert live == [None]
+    # ... and this process's environment is as it was, during the build and after it
     assert during == before and after == before
-    # a later plain LocalCluster from the same process gets distributed's defaults only
+    # a later plain LocalCluster from the same process gets distributed's defaults
     with (
         LocalCluster(
             n_workers=1,
@@ -93,26 +94,33 @@ def test_package_cluster_workers_start_with_the_malloc_setting_and_nothing_leaks
     ):
         later = list(plain.run(_boot_environ).values())
     assert later == [{"MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONHASHSEED": "6640"}]
-    assert _parent() != {} and "MALLOC_MMAP_THRESHOLD_" not in os.environ
 
 
 def test_pre_spawn_environ_keeps_the_users_values_and_restores_the_environment(clean_environ):
     import dask
 
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "1048576"  # the user's own choice wins
+    key = "distributed.nanny.pre-spawn-environ"
     with pre_spawn_environ(WORKER_MALLOC_ENV) as restore:
-        cfg = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        assert cfg["MALLOC_MMAP_THRESHOLD_"] == "67108864"
-        assert cfg["OMP_NUM_THREADS"] == 1  # distributed's own entries stay
-        os.environ.update(
-            {"MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONHASHSEED": "6640"}
-        )  # as a nanny does
-        restore()
-        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ and "PYTHONHASHSEED" not in os.environ
-        os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"  # a nanny restarting its worker
-    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
-    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "1048576"
-    assert "MALLOC_MMAP_THRESHOLD_" not in dask.config.get("distributed.nanny.pre-spawn-environ")
+        cfg = dict(dask.config.get(key))
+        assert cfg["MALLOC_TRIM_THRESHOLD_"] is None  # not set for the workers
+        assert cfg["OMP_NUM_THREADS"] == 1  # distributed's other entries stay
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # a nanny's leftover is lifted
+        os.environ.update({"MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONHASHSEED": "6640"})
+        restore()  # as a nanny leaves it -> as before the block
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+        assert (
+            "PYTHONHASHSEED" not in os.environ
+            or os.environ["PYTHONHASHSEED"] == clean_environ["PYTHONHASHSEED"]
+        )
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    assert dask.config.get(key)["MALLOC_TRIM_THRESHOLD_"] == 65536
+    # a value the user chose (in os.environ, or in the Dask configuration) wins
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "131072"
+    with pre_spawn_environ(WORKER_MALLOC_ENV):
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "131072"
+    with dask.config.set({f"{key}.MALLOC_TRIM_THRESHOLD_": 262144}):
+        with pre_spawn_environ(WORKER_MALLOC_ENV):
+            assert dask.config.get(key)["MALLOC_TRIM_THRESHOLD_"] == 262144
 
 
 class _Records(logging.Handler):
