@@ -230,8 +230,10 @@ def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
         try:
             yield c
         finally:
-            _tidy_workers(c)
-            c.close()
+            try:
+                _tidy_workers(c)
+            finally:
+                c.close()
     finally:
         cluster.close()
         restore_environ()  # after a nanny restarted its worker (and set os.environ again)
