@@ -375,7 +375,9 @@ def run_lattice(tiles: tuple[int, ...] = (256, 512, 1024), repeat: int = 3) -> d
                 t0 = time.perf_counter()
                 la = source_geometry(x, y, tgt, src)
                 t_lattice = min(t_lattice, time.perf_counter() - t0)
-            err = np.abs(np.arctan2(ex.sin * la.cos - ex.cos * la.sin, ex.cos * la.cos + ex.sin * la.sin))
+            err = np.abs(
+                np.arctan2(ex.sin * la.cos - ex.cos * la.sin, ex.cos * la.cos + ex.sin * la.sin)
+            )
             rows.append(
                 {
                     "case": label,
@@ -385,7 +387,9 @@ def run_lattice(tiles: tuple[int, ...] = (256, 512, 1024), repeat: int = 3) -> d
                     "lattice_ms": 1e3 * t_lattice,
                     "speedup": t_exact / t_lattice,
                     "max_angle_err_rad": float(np.nanmax(err)),
-                    "positions_identical": bool(np.array_equal(ex.xs, la.xs) and np.array_equal(ex.ys, la.ys)),
+                    "positions_identical": bool(
+                        np.array_equal(ex.xs, la.xs) and np.array_equal(ex.ys, la.ys)
+                    ),
                 }
             )
             log.info("lattice %s %d: %s", label, n, rows[-1])
@@ -438,7 +442,11 @@ def _worker_usage() -> dict[str, float]:
     import resource
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": ru.ru_utime + ru.ru_stime, "minor_faults": float(ru.ru_minflt), "peak_rss_mb": peak_rss_self() / 2**20}
+    return {
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "minor_faults": float(ru.ru_minflt),
+        "peak_rss_mb": peak_rss_self() / 2**20,
+    }
 
 
 def _boot_malloc_environ() -> str:
@@ -448,7 +456,9 @@ def _boot_malloc_environ() -> str:
     return " ".join(sorted(items)) or "(none)"
 
 
-def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int = 2) -> dict[str, Any]:
+def run_malloc_e2e(
+    table, geojson, workdir: str, repeat: int = 2, n_workers: int = 2
+) -> dict[str, Any]:
     """``write_cube`` of ``table`` on a fresh 2-worker LocalCluster per run, with each worker
     environment of :data:`E2E_MALLOC` in turn (alternated ``repeat`` times): wall time, the
     workers' CPU time, minor page faults and peak RSS (from ``getrusage`` in each worker)."""
@@ -475,8 +485,12 @@ def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int
                 del os.environ[key]
             with dask.config.set({"distributed.nanny.pre-spawn-environ": cfg}):
                 cluster = LocalCluster(
-                    n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=":0", memory_limit="2GiB",
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
+                    memory_limit="2GiB",
                 )
             try:
                 client_boot = None
@@ -501,7 +515,9 @@ def run_malloc_e2e(table, geojson, workdir: str, repeat: int = 2, n_workers: int
                     "blocks": res.blocks_written,
                     "wall_s": elapsed,
                     "worker_cpu_s": sum(after[w]["cpu_s"] - before[w]["cpu_s"] for w in after),
-                    "worker_minor_faults": sum(after[w]["minor_faults"] - before[w]["minor_faults"] for w in after),
+                    "worker_minor_faults": sum(
+                        after[w]["minor_faults"] - before[w]["minor_faults"] for w in after
+                    ),
                     "worker_peak_rss_mb": max(after[w]["peak_rss_mb"] for w in after),
                 }
             )

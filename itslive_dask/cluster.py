@@ -333,7 +333,8 @@ def pre_spawn_environ(extra: dict[str, str | None]) -> Iterator[Callable[[], Non
     configured = dict(dask.config.get(key, {}) or {})
     shipped: dict[str, Any] = {}
     for defaults in dask.config.defaults:
-        shipped.update(defaults.get("distributed", {}).get("nanny", {}).get("pre-spawn-environ", {}) or {})
+        nanny = defaults.get("distributed", {}).get("nanny", {})
+        shipped.update(nanny.get("pre-spawn-environ", {}) or {})
     merged = dict(configured)
     for name, value in extra.items():
         if name not in configured or configured[name] == shipped.get(name):
