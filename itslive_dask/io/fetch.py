@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ __all__ = [
     "describe_error",
     "fetch_granule",
     "fetch_granule_cached",
+    "release_frames",
     "with_retries",
 ]
 
@@ -99,7 +101,9 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
         if status in (401, 403):
             return f"permission denied (HTTP {status})", True
         transient = (isinstance(status, int) and status >= 500) or (
-            status is None and isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
+            status is None
+            and isinstance(cause, OSError)
+            and not isinstance(cause, FileNotFoundError)
         )
         if transient:
             return redact_text(f"cannot reach the object ({cause})"), False
@@ -151,17 +155,40 @@ def with_retries(
             longest = max(longest, now - t0)
             elapsed = now - start
             problem, permanent = describe_error(err)
+            release_frames(err)
             delay = policy.backoff * 2 ** (attempt - 1)
             over = spent + elapsed + delay + longest > policy.budget
             if permanent or attempt > policy.retries or over:
                 if not permanent:
-                    problem = (
-                        f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
-                    )
+                    problem = f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
                 exc = GranuleError(redact_url(url), problem, attempt, elapsed)
                 raise exc from None
             log.info("retrying %s in %.1fs after %s", redact_url(url), delay, type(err).__name__)
             time.sleep(delay)
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``exc``'s traceback and chain.
+
+    A failed read leaves reference cycles (an exception, the frames it unwound, a file object
+    holding that exception) around the h5py objects of the attempt. Left to Python's cyclic
+    garbage collector, they are freed in whatever thread the collector next runs in; when that
+    is fsspec's IO thread while another thread is inside h5py waiting for that thread's I/O,
+    freeing an h5py object waits for h5py's global lock: the process deadlocks (h5py#2019,
+    dask#7547: a hung worker or a hung plan-time header read). Collected at interpreter exit,
+    after HDF5 has shut down, they crash the process. Clearing the frames breaks the cycles,
+    so the attempt's h5py objects are freed at once, in the thread that read them. Frames
+    still running (the caller's) are left alone.
+    """
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
 
 
 def check_local_file(path: str, src: str) -> None:
