@@ -11,6 +11,7 @@ retried with exponential back-off within a budget of attempts and seconds), and 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import traceback
@@ -24,12 +25,14 @@ from itslive_dask.io.urls import local_path, redact_text, redact_url, url_to_fs
 
 __all__ = [
     "BYTES_CACHE",
+    "DEFAULT_RETRY_BUDGET",
     "RetryPolicy",
     "check_local_file",
     "describe_error",
     "fetch_granule",
     "fetch_granule_cached",
     "release_frames",
+    "retry_policy",
     "with_retries",
 ]
 
@@ -78,6 +81,41 @@ class RetryPolicy:
         for name in ("connect_timeout", "read_timeout"):
             if not (getattr(self, name) > 0):
                 raise InvalidInputError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+
+
+#: Seconds one granule may spend on failed attempts and back-off, by default.
+DEFAULT_RETRY_BUDGET = RetryPolicy.budget
+
+
+def retry_policy(retries: int = 3, retry_budget: float = DEFAULT_RETRY_BUDGET) -> RetryPolicy:
+    """The :class:`RetryPolicy` of the user-facing ``retries`` and ``retry_budget``.
+
+    Parameters
+    ----------
+    retries
+        Extra attempts after the first one for transient errors (an integer >= 0).
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, for its header and
+        its windows together (a finite number > 0).
+
+    Raises
+    ------
+    InvalidInputError
+        For a negative or non-integer ``retries``, or a ``retry_budget`` that is not a
+        finite number of seconds above zero.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidInputError(f"retries must be an integer >= 0, got {retries!r}")
+    if (
+        isinstance(retry_budget, bool)
+        or not isinstance(retry_budget, int | float)
+        or not math.isfinite(retry_budget)
+        or retry_budget <= 0
+    ):
+        raise InvalidInputError(
+            f"retry_budget must be a number of seconds > 0 (per granule), got {retry_budget!r}"
+        )
+    return RetryPolicy(retries=retries, budget=float(retry_budget))
 
 
 def describe_error(exc: BaseException) -> tuple[str, bool]:

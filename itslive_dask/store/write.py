@@ -44,6 +44,7 @@ from itslive_dask.cube.lazy import make_plan, resolve_and_report
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.spec import CubeSpec
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
@@ -146,6 +147,7 @@ def write_cube(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     retries: int = 3,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
     progress: Callable[[int, int], None] | bool | None = None,
     announce: Callable[[str], None] | None = None,
     layout: str = "map",
@@ -183,7 +185,14 @@ def write_cube(
     client, scheduler, n_workers, threads_per_worker, memory_limit
         Which Dask cluster runs the build, see :func:`itslive_dask.cluster.dask_client`.
     retries
-        Attempts for transient read errors of a granule.
+        Extra attempts of a granule read after a transient error (network, 5xx, timeouts);
+        missing, forbidden and corrupt objects are not retried.
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, header and windows
+        together (default 8; a number > 0): no new attempt starts when it would pass this.
+        A granule that keeps failing is then in the ledger after about this long, with its
+        ``attempts`` and ``seconds`` (a stalled connection adds one attempt's timeouts,
+        3 s + 3 s). Bounds the header reads of bare paths/URLs at plan time too.
     progress
         Called as ``progress(blocks_done, blocks_total)`` while blocks finish; ``True`` shows
         a progress bar (HTML in Jupyter, lines in a terminal:
@@ -210,6 +219,7 @@ def write_cube(
     >>> xr.open_zarr("s3://my-bucket/pig.zarr")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    policy = retry_policy(retries, retry_budget)  # a mistake is refused before any work
     if progress is True:
         from itslive_dask.notebook import NotebookProgress
 
@@ -228,7 +238,8 @@ def write_cube(
             scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
             memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
             storage_options=storage_options, zarr_format=zarr_format,
-            velocity_encoding=velocity_encoding, retries=retries, progress=progress,
+            velocity_encoding=velocity_encoding, retries=retries, retry_budget=retry_budget,
+            progress=progress,
         )
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -240,7 +251,7 @@ def write_cube(
     skipped: list[dict[str, Any]] = []
     plan = table = None
     if mode in ("create", "overwrite"):
-        plan = _plan_from_source(source, spec, storage_options)
+        plan = _plan_from_source(source, spec, storage_options, policy)
         unreadable = list(plan.unreadable)
         if plan.n_layers == 0:
             if unreadable:
@@ -256,7 +267,9 @@ def write_cube(
     else:
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
-        table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+        table, unreadable = resolve_and_report(
+            source, storage_options=storage_options, on_error="skip", policy=policy
+        )
         if mode == "resume" and state is not None and state.get("template_complete") is False:
             # the template was interrupted before the build state was written: no block
             # ran, so the template is redone with the stored settings and these granules
@@ -282,7 +295,9 @@ def write_cube(
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
             skipped += skipped_now
         for gen_plan in generations:
-            one = run_plan(c, gen_plan, target, storage_options, retries, progress)
+            one = run_plan(
+                c, gen_plan, target, storage_options, retries, progress, retry_budget=policy.budget
+            )
             for k in ("total", "written", "skipped"):
                 stats[k] += one[k]
             stats["read"] |= one["read"]
@@ -450,7 +465,9 @@ def _is_cube(source: Any) -> bool:
     return isinstance(source, xr.Dataset)
 
 
-def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptions | None) -> CubePlan:
+def _plan_from_source(
+    source: Any, spec: CubeSpec, storage_options: StorageOptions | None, policy: RetryPolicy
+) -> CubePlan:
     if _is_cube(source):
         plan = source.encoding.get("itslive_dask_plan")
         if plan is None or source.sizes.get("mid_date") != plan.n_layers or tuple(
@@ -461,7 +478,10 @@ def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptio
                 "granules and arguments instead (or use Dataset.to_zarr)"
             )
         return plan
-    return make_plan(source, spec=spec, storage_options=storage_options, on_error="skip")
+    return make_plan(
+        source, spec=spec, storage_options=storage_options, on_error="skip",
+        retries=policy.retries, retry_budget=policy.budget,
+    )  # fmt: skip
 
 
 def _granule_id_of(url: str) -> str:
