@@ -57,7 +57,9 @@ def test_persistently_failing_granules_cost_one_budget(
     tmp_path, inputs, synthetic_archive, local_s3, dask_client, kind
 ):
     region = synthetic_archive.region
-    policy = RetryPolicy()
+    # 503: the default budget (every attempt is made, ~1.4 s); stall: a budget of 3.5 s, so one
+    # attempt (the 3 s read timeout) is all a stalled granule gets (the default 8 s allows two)
+    policy = RetryPolicy() if kind == "503" else RetryPolicy(budget=3.5)
     with S3Proxy(local_s3, max_stall=60) as proxy:
         clean, t_clean = _build(inputs, region, tmp_path / "clean.zarr", proxy, dask_client)
         assert clean.failed == []
@@ -72,7 +74,10 @@ def test_persistently_failing_granules_cost_one_budget(
         costs = {}
         for n in (1, 3):
             proxy.set_faults(rules[:n])
-            res, wall = _build(inputs, region, tmp_path / f"bad{n}.zarr", proxy, dask_client)
+            res, wall = _build(
+                inputs, region, tmp_path / f"bad{n}.zarr", proxy, dask_client,
+                retry_budget=policy.budget,
+            )  # fmt: skip
             failed = {f["granule_id"]: f for f in res.failed}
             assert set(failed) == set(bad[:n])
             for f in failed.values():
