@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fsspec
 import numpy as np
 import pytest
@@ -147,6 +149,8 @@ def test_a_retried_header_read_leaves_the_interpreter_able_to_exit():
 
 # -- issue 15: no h5py object of a failed attempt is left to the cyclic garbage collector ----
 
+ROOT = Path(__file__).resolve().parents[2]
+
 _DEADLOCK_SCRIPT = r"""
 import gc, json, sys, threading, time
 import fsspec.asyn
@@ -220,7 +224,8 @@ def test_a_failed_header_attempt_leaves_no_h5py_object_to_the_garbage_collector(
     urls = list(synthetic_archive.table.url[:9])
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+        # the checkout under test, whatever the working directory
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     try:
         done = subprocess.run(
