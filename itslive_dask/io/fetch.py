@@ -10,11 +10,12 @@ retried with exponential back-off within a budget of attempts and seconds), and 
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
 import os
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -215,8 +216,11 @@ def release_frames(exc: BaseException) -> None:
     freeing an h5py object waits for h5py's global lock: the process deadlocks (h5py#2019,
     dask#7547: a hung worker or a hung plan-time header read). Collected at interpreter exit,
     after HDF5 has shut down, they crash the process. Clearing the frames breaks the cycles,
-    so the attempt's h5py objects are freed at once, in the thread that read them. Frames
-    still running (the caller's) are left alone.
+    so the attempt's h5py objects are freed at once, in the thread that read them; the
+    exceptions lose their tracebacks (they are not shown: the caller raises a
+    :class:`~itslive_dask.errors.GranuleError` of its own). Frames still running (the
+    caller's) and frames of generators and coroutines are not cleared (clearing a suspended
+    one would close it: an event loop's task may be one).
     """
     todo: list[BaseException] = [exc]
     seen: set[int] = set()
@@ -225,8 +229,26 @@ def release_frames(exc: BaseException) -> None:
         if id(err) in seen:
             continue
         seen.add(id(err))
-        traceback.clear_frames(err.__traceback__)
+        tb = err.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                with contextlib.suppress(RuntimeError):  # a frame still running
+                    frame.clear()
+            tb = tb.tb_next
+        # a reader may keep the exception it raised (a traced file's ``error``), and h5py keeps
+        # that file: without its traceback the exception reaches no frame of the attempt
+        err.__traceback__ = None
         todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
+
+
+#: Code flags of generators and coroutines (``inspect.CO_GENERATOR`` and the like).
+_SUSPENDABLE = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ITERABLE_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+)
 
 
 def check_local_file(path: str, src: str) -> None:

@@ -290,3 +290,48 @@ def test_failed_header_attempts_leave_no_h5py_reference_cycle(synthetic_archive,
         if was_enabled:
             gc.enable()
     assert leaked == []
+
+
+def test_release_frames_frees_what_failed_attempts_hold_and_leaves_live_generators_alone():
+    """``release_frames`` drops what the finished frames of a failed attempt hold, and never
+    closes a generator or coroutine that is only suspended (an event loop's task can be in a
+    traceback: clearing its frame would end it)."""
+    import gc
+    import weakref
+
+    from itslive_dask.io.fetch import release_frames
+
+    class Handle:  # stands for an h5py object held by a failed attempt
+        pass
+
+    def attempt():
+        handle = Handle()
+        handles.append(weakref.ref(handle))
+        raise OSError("connection reset")
+
+    handles: list = []
+    saved: list = []
+
+    def live():
+        try:
+            raise ValueError("caught inside, kept")
+        except ValueError as exc:
+            saved.append(exc)
+        yield 1
+        yield 2
+
+    gen = live()
+    assert next(gen) == 1
+    gc.disable()
+    try:
+        try:
+            attempt()
+        except OSError as exc:
+            exc.__context__ = saved[0]
+            kept = exc
+            kept.self_ref = kept  # a cycle through the exception, as a traced file makes
+            release_frames(kept)
+        assert handles[0]() is None  # freed at once, not left to the garbage collector
+    finally:
+        gc.enable()
+    assert next(gen) == 2  # the suspended generator still runs

@@ -15,6 +15,7 @@ import xarray as xr
 from bucket_copies import copy_to_bucket
 
 from itslive_dask import read_ledger, write_cube
+from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.testing.s3proxy import FaultRule, S3Proxy
 
 VARS = ("vx", "vy", "v", "v_error")
@@ -129,8 +130,12 @@ def test_planning_from_urls_at_a_high_fault_rate_completes(
         )
     header_failures = [f for f in res.failed if f["block"] is None]
     assert header_failures, "the fault rate was meant to exhaust some header reads"
+    policy = RetryPolicy()
     for f in header_failures:  # transient faults: retried, never taken for a corrupt file
-        assert f["attempts"] >= 2 and "attempts" in f["error"], f
+        assert f["error"].startswith("read failed after"), f
+        # a second attempt is skipped only when it would pass the budget: when the first one
+        # took more than half of it (16 threads share h5py's lock on a loaded machine)
+        assert f["attempts"] >= 2 or 2 * f["seconds"] + policy.backoff > policy.budget, f
     ledger = read_ledger(str(store))
     assert {f["url"] for f in header_failures} <= {f["url"] for f in ledger["failed"]}
     # granules whose header was read are layers or ledger entries, like any build
