@@ -67,6 +67,9 @@ class BlockConfig:
         retried).
     backoff
         First back-off delay in seconds (doubled at each attempt).
+    budget
+        Seconds one granule may spend on failed attempts and back-off (header and windows
+        together), see :class:`~itslive_dask.io.fetch.RetryPolicy`.
     session
         Scope of the per-process byte and header caches: one build never sees bytes cached
         by another (objects can be repaired between a build and its resume).
@@ -86,6 +89,7 @@ class BlockConfig:
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     retries: int = 3
     backoff: float = 0.2
+    budget: float = RetryPolicy.budget
     session: str = ""
     reader: ReaderFactory = default_reader
     headers: HeaderRecords | None = None
@@ -93,7 +97,7 @@ class BlockConfig:
     @property
     def policy(self) -> RetryPolicy:
         """The retry policy of granule reads."""
-        return RetryPolicy(retries=self.retries, backoff=self.backoff)
+        return RetryPolicy(retries=self.retries, backoff=self.backoff, budget=self.budget)
 
 
 @dataclass

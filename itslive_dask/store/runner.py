@@ -17,6 +17,7 @@ import shapely
 from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
+from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET
 from itslive_dask.store.headers import StoreHeaders, list_header_keys
 from itslive_dask.store.state import STATE, list_markers, marker_name
 from itslive_dask.store.target import StoreTarget, put_json
@@ -25,14 +26,19 @@ from itslive_dask.store.template import encode_int16
 __all__ = ["run_plan", "slab_placement", "write_block_task"]
 
 
-def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: Any, retries: int, progress: Any) -> dict[str, Any]:
-    """Compute and write the blocks of ``plan`` not done yet; counts of what happened."""
+def run_plan(
+    client: Any, plan: CubePlan, target: StoreTarget, storage_options: Any, retries: int, progress: Any,
+    *, retry_budget: float = DEFAULT_RETRY_BUDGET,
+) -> dict[str, Any]:
+    """Compute and write the blocks of ``plan`` not done yet; counts of what happened.
+    ``retries`` and ``retry_budget`` (seconds) bound the attempts of each granule."""
     from distributed import as_completed
 
     cfg = BlockConfig(
         grid=plan.grid, variables=plan.variables, resampling=plan.resampling,
         region_wkb=shapely.to_wkb(plan.region), storage_options=dict(storage_options or {}), retries=retries,
-        session=uuid.uuid4().hex, headers=StoreHeaders(target, list_header_keys(target)),
+        budget=retry_budget, session=uuid.uuid4().hex,
+        headers=StoreHeaders(target, list_header_keys(target)),
     )
     markers = list_markers(target)
     todo: list[tuple[tuple[int, int, int], str, Any, dict[str, Any] | None]] = []

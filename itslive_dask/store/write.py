@@ -45,6 +45,7 @@ from itslive_dask.cube.lazy import granule_sources, make_plan, resolve_and_repor
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.io.urls import redact_url
 from itslive_dask.spec import CubeSpec
 from itslive_dask.store.headers import keep_rows, kept_rows
@@ -150,6 +151,7 @@ def write_cube(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     retries: int = 3,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
     progress: Callable[[int, int], None] | bool | None = None,
     announce: Callable[[str], None] | None = None,
     layout: str = "map",
@@ -187,7 +189,14 @@ def write_cube(
     client, scheduler, n_workers, threads_per_worker, memory_limit
         Which Dask cluster runs the build, see :func:`itslive_dask.cluster.dask_client`.
     retries
-        Attempts for transient read errors of a granule.
+        Extra attempts of a granule read after a transient error (network, 5xx, timeouts);
+        missing, forbidden and corrupt objects are not retried.
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, header and windows
+        together (default 8; a number > 0): no new attempt starts when it would pass this.
+        A granule that keeps failing is then in the ledger after about this long, with its
+        ``attempts`` and ``seconds`` (a stalled connection adds one attempt's timeouts,
+        3 s + 3 s). Bounds the header reads of bare paths/URLs at plan time too.
     progress
         Called as ``progress(blocks_done, blocks_total)`` while blocks finish; ``True`` shows
         a progress bar (HTML in Jupyter, lines in a terminal:
@@ -214,6 +223,7 @@ def write_cube(
     >>> xr.open_zarr("s3://my-bucket/pig.zarr")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    policy = retry_policy(retries, retry_budget)  # a mistake is refused before any work
     if progress is True:
         from itslive_dask.notebook import NotebookProgress
 
@@ -232,7 +242,8 @@ def write_cube(
             scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
             memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
             storage_options=storage_options, zarr_format=zarr_format,
-            velocity_encoding=velocity_encoding, retries=retries, progress=progress,
+            velocity_encoding=velocity_encoding, retries=retries, retry_budget=retry_budget,
+            progress=progress,
         )
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -244,7 +255,7 @@ def write_cube(
     skipped: list[dict[str, Any]] = []
     plan = table = None
     if mode in ("create", "overwrite"):
-        plan, table = _plan_from_source(source, spec, storage_options)
+        plan, table = _plan_from_source(source, spec, storage_options, policy)
         unreadable = list(plan.unreadable)
         if plan.n_layers == 0:
             if unreadable:
@@ -260,7 +271,7 @@ def write_cube(
     else:
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
-        table, unreadable = _resolve_with_kept(source, target, storage_options)
+        table, unreadable = _resolve_with_kept(source, target, storage_options, policy)
         if mode == "resume" and state is not None and state.get("template_complete") is False:
             # the template was interrupted before the build state was written: no block
             # ran, so the template is redone with the stored settings and these granules
@@ -288,7 +299,9 @@ def write_cube(
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
             skipped += skipped_now
         for gen_plan in generations:
-            one = run_plan(c, gen_plan, target, storage_options, retries, progress)
+            one = run_plan(
+                c, gen_plan, target, storage_options, retries, progress, retry_budget=policy.budget
+            )
             for k in ("total", "written", "skipped"):
                 stats[k] += one[k]
             stats["read"] |= one["read"]
@@ -457,7 +470,7 @@ def _is_cube(source: Any) -> bool:
 
 
 def _plan_from_source(
-    source: Any, spec: CubeSpec, storage_options: StorageOptions | None
+    source: Any, spec: CubeSpec, storage_options: StorageOptions | None, policy: RetryPolicy
 ) -> tuple[CubePlan, Any]:
     """The plan of a new cube, and the granule table it was made from (None for a cube)."""
     if _is_cube(source):
@@ -470,24 +483,30 @@ def _plan_from_source(
                 "granules and arguments instead (or use Dataset.to_zarr)"
             )
         return plan, None
-    table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+    table, unreadable = resolve_and_report(
+        source, storage_options=storage_options, on_error="skip", policy=policy
+    )
     plan = make_plan(table, spec=spec)
     return (dataclasses.replace(plan, unreadable=tuple(unreadable)) if unreadable else plan), table
 
 
 def _resolve_with_kept(
-    source: Any, target: StoreTarget, storage_options: StorageOptions | None
+    source: Any, target: StoreTarget, storage_options: StorageOptions | None, policy: RetryPolicy
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The granule table of a resume or append: bare paths/URLs the store already knows take
     their kept rows (no header read); only the others have their headers read."""
     sources = granule_sources(source, storage_options)
     if sources is None:  # a granule table: nothing is read
-        return resolve_and_report(source, storage_options=storage_options, on_error="skip")
+        return resolve_and_report(
+            source, storage_options=storage_options, on_error="skip", policy=policy
+        )
     kept = {redact_url(r["url"]): r for r in kept_rows(target).to_dict("records")}
     known = [dict(kept[redact_url(s)], url=s) for s in sources if redact_url(s) in kept]
     rest = [s for s in sources if redact_url(s) not in kept]
     table, unreadable = (
-        resolve_and_report(rest, storage_options=storage_options, on_error="skip") if rest else (None, [])
+        resolve_and_report(rest, storage_options=storage_options, on_error="skip", policy=policy)
+        if rest
+        else (None, [])
     )
     rows = granule_table(known)
     if table is not None and len(table):
