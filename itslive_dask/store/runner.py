@@ -18,7 +18,7 @@ from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
 from itslive_dask.store.state import STATE, list_markers, marker_name
-from itslive_dask.store.target import StoreTarget, put_json
+from itslive_dask.store.target import StoreTarget, put_json, storage_error_message
 from itslive_dask.store.template import encode_int16
 
 __all__ = ["run_plan", "write_block_task"]
@@ -74,11 +74,7 @@ def run_plan(client: Any, plan: CubePlan, target: StoreTarget, storage_options: 
         except Exception as exc:  # a block could not be written (store errors, lost workers)
             for f in futures:
                 f.cancel()
-            raise StoreError(
-                f"a block of {target.url} could not be written ({type(exc).__name__}: {exc}); "
-                "the blocks written so far are kept: run again with mode='resume' and the same "
-                "granules"
-            ) from exc
+            raise StoreError(storage_error_message(target, "writing a block", exc)) from exc
         finished += 1
         stats["written"] += 1
         stats["read"] |= set(res["read"])
