@@ -362,6 +362,49 @@ def test_two_concurrent_builds_one_refuses_the_store_is_a_clean_build(
     assert describe_build(url, sto)["lease"] is None
 
 
+def test_two_concurrent_appends_add_each_granule_once(
+    tmp_path, small, clean, synthetic_archive, dask_client
+):
+    """Two ``mode="append"`` of the same new granules at the same instant. On main (fe1cc68)
+    both ran: the cube held 16 layers for 12 granules (4 twice, with their own dates). Now one
+    appends, the other is refused, and the cube equals the clean build (sorted by date)."""
+    store = str(tmp_path / "app.zarr")
+    so = synthetic_archive.storage_options
+    write_cube(
+        small.iloc[:8],
+        store,
+        synthetic_archive.region,
+        storage_options=so,
+        chunks=CHUNKS,
+        client=dask_client,
+    )
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def append():
+        barrier.wait()
+        try:
+            results.append(write_cube(small, store, synthetic_archive.region, storage_options=so, mode="append",
+                                      client=dask_client))  # fmt: skip
+        except Exception as exc:  # checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], StoreError) and "another build is writing" in str(errors[0])
+    assert results[0].layers_added == 4
+    z = xr.open_zarr(store).load()
+    assert sorted(z.granule_id.values) == sorted(small.granule_id)  # each granule once
+    z, ref = z.sortby("mid_date"), clean.sortby("mid_date")
+    assert list(z.granule_id.values) == list(ref.granule_id.values)
+    for v in VARS:
+        np.testing.assert_array_equal(z[v].values, ref[v].values)
+
+
 def test_a_build_refuses_a_store_held_by_another_process_and_info_shows_it(
     tmp_path, small, clean, synthetic_archive, dask_client
 ):
