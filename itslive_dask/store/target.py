@@ -190,7 +190,10 @@ def storage_error_message(
         name = full[0] if full else "ENOSPC"
         return (
             f"{what} in {where} failed: the disk is full ({name}: {detail}). Free space (or "
-            f"raise the quota), then run again with mode='resume' and the same granules; {then}"
+            "raise the quota), then "
+            + ("run again (nothing was written)" if nothing_written else
+               "run again with mode='resume' and the same granules (the blocks written so far "
+               "are kept)")
         )
     if codes & {errno.EACCES, errno.EPERM} or isinstance(exc, PermissionError) or "access denied" in text:
         return (

@@ -11,6 +11,7 @@ Layout of a store written here::
         _itslive/                 build state (a Zarr group so readers ignore it)
             blocks/<t0>-<t1>_<iy>_<ix>.json   one marker per finished block
             ledger.json           failed and skipped granules, with reasons
+            lease.json            while a build runs: who is writing (see store.lease)
 
 How a build goes: the template (all metadata and coordinates, no data) is written first;
 then one task per block computes the block and writes it into its region, whose bounds are

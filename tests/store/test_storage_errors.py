@@ -18,6 +18,7 @@ subprocess's own) and reports what it saw as JSON.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -107,6 +108,59 @@ def _can_mount() -> bool:
 needs_mount = pytest.mark.skipif(
     not _can_mount(), reason="mounting a tmpfs in a private namespace is not permitted here"
 )
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise RuntimeError("zarr: failed to store the chunk") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("exc", "nothing", "expected"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), False,
+         "writing a block in /data/c.zarr failed: the disk is full (ENOSPC: OSError: [Errno 28] No space left on "
+         "device). Free space (or raise the quota), then run again with mode='resume' and the same granules (the "
+         "blocks written so far are kept)"),
+        (OSError(errno.EFBIG, "File too large"), True,
+         "writing a block in /data/c.zarr failed: the disk is full (EFBIG: OSError: [Errno 27] File too large). "
+         "Free space (or raise the quota), then run again (nothing was written)"),
+        (_wrapped(OSError(errno.EDQUOT, "Disk quota exceeded")), False, "the disk is full (EDQUOT: RuntimeError"),
+        (PermissionError(errno.EACCES, "Permission denied"), True,
+         "writing a block in /data/c.zarr failed: permission denied (PermissionError: [Errno 13] Permission "
+         "denied). Choose a store you may write to, or fix its permissions or credentials; nothing was written"),
+        (OSError(errno.EROFS, "Read-only file system"), False, "failed: the file system is read-only (OSError"),
+        (ValueError("something else"), False,
+         "writing a block in /data/c.zarr failed (ValueError: something else); the blocks written so far are "
+         "kept: run again with mode='resume' and the same granules"),
+    ],
+)  # fmt: skip
+def test_storage_error_wording(exc, nothing, expected):
+    """The message for each cause, compared with the wording written out by hand."""
+    from itslive_dask.store.target import storage_error_message
+
+    msg = storage_error_message(
+        resolve_target("/data/c.zarr"), "writing a block", exc, nothing_written=nothing
+    )
+    assert expected in msg, msg
+
+
+def test_storage_error_wording_of_s3_and_secrets():
+    from itslive_dask.store.target import storage_error_message
+
+    target = resolve_target("s3://no-such/c.zarr", {"key": "K", "secret": "S"})
+    msg = storage_error_message(
+        target, "writing", FileNotFoundError("The specified bucket does not exist")
+    )
+    assert msg.startswith("the bucket 'no-such' of s3://no-such/c.zarr does not exist"), msg
+    leaky = OSError("Access Denied for https://b.s3.amazonaws.com/k?X-Amz-Signature=abcdef123")
+    msg = storage_error_message(target, "writing", leaky)
+    assert "permission denied" in msg and "abcdef123" not in msg, msg
 
 
 def test_missing_bucket_is_a_clear_error_naming_it(small, synthetic_archive, local_s3, dask_client):
