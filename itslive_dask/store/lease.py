@@ -406,9 +406,11 @@ def _local_takeover(
     os.close(fd)
     try:
         current, _ = _read(target)
-        if current is not None and current.get("token") != stale.get("token"):
+        if current is None:
+            return False  # released meanwhile: the caller creates it with O_EXCL
+        if current.get("token") != stale.get("token"):
             return False
-        if current is not None and current.get("heartbeat") != stale.get("heartbeat"):
+        if current.get("heartbeat") != stale.get("heartbeat"):
             return False  # the holder came back to life
         _local_replace(target, lease)
         return True
@@ -645,6 +647,12 @@ def acquire(
             else f"could not take the lease of {where}: other builds keep changing it; try again"
         )
     except StoreError:
+        raise
+    except KeyboardInterrupt:  # Ctrl-C while taking it: leave no lease of ours behind
+        with contextlib.suppress(Exception):
+            current = read_lease(target)
+            if current is not None and current.get("token") == token:
+                _remove(target)
         raise
     except Exception as exc:
         from itslive_dask.store.target import storage_error_message
