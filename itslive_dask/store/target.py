@@ -117,7 +117,8 @@ def exists(target: StoreTarget) -> bool:
         if entries != ["_itslive"]:
             return bool(entries)
         inside = fs.ls(target.path("_itslive"), detail=False)
-        return any(posixpath.basename(e.rstrip("/")) not in _LEASE_FILES for e in inside)
+        # the lease, its take-over guard, a heartbeat's temporary file
+        return any(not posixpath.basename(e.rstrip("/")).startswith("lease.json") for e in inside)
     except FileNotFoundError:
         return False
 
@@ -224,6 +225,8 @@ def remove_leftovers(target: StoreTarget) -> None:
         return
     for root, _, files in os.walk(target.url):
         for name in files:
+            if name.startswith("lease.json"):
+                continue  # the lease's heartbeat (this build's, taken before this runs)
             if name.endswith(".partial") or f".json{TMP_MARK}" in name:
                 os.remove(os.path.join(root, name))
                 log.info("removed leftover %s", os.path.join(root, name))
