@@ -313,7 +313,9 @@ def assert_same_cube(url, clean, store_options=None):
         assert z[v].values.tobytes() == clean[v].values.tobytes(), v
 
 
-@pytest.mark.parametrize("on", ["local", "s3"])
+# the S3 build runs in the reliability suite (~11 s); the fast suite has the S3 race of 12
+# takers on the lease itself (test_exactly_one_of_many_simultaneous_takers_wins[s3])
+@pytest.mark.parametrize("on", ["local", pytest.param("s3", marks=pytest.mark.reliability)])
 def test_two_concurrent_builds_one_refuses_the_store_is_a_clean_build(
     on, tmp_path, small, clean, synthetic_archive, local_s3, dask_client
 ):
@@ -563,6 +565,7 @@ def test_the_lease_is_released_after_an_error(tmp_path, small, synthetic_archive
     assert not far.exists()
 
 
+@pytest.mark.reliability  # ~8 s
 def test_rechunk_holds_the_destination_lease(tmp_path, clean_store):
     """``rechunk_cube`` refuses a destination another process holds, and leaves no lease (nor
     state folder) in the copy it makes."""

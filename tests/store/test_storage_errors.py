@@ -330,6 +330,7 @@ READ_ONLY = """
 
 
 @needs_mount
+@pytest.mark.reliability  # ~10 s; the permission test covers the error before any write
 def test_read_only_file_system_is_a_clear_error(tmp_path, small, synthetic_archive, clean):
     """``resume`` of a finished cube on a read-only mount. On main (fe1cc68) it started a
     cluster, ran, and failed at "recording the finished generation ... (OSError: [Errno 30]
