@@ -617,3 +617,52 @@ def test_timeseries_builds_hold_the_work_store_lease(
     assert L.read_lease(resolve_target(str(store))) is None
     assert L.read_lease(resolve_target(map_store_url(str(store)))) is None
     assert not (store / "_itslive").exists()  # the copy keeps no state folder
+
+
+TWO_CLIENTS = textwrap.dedent(
+    """
+    import json, pickle, sys, time
+    a = pickle.load(open(sys.argv[1], "rb"))
+    from itslive_dask import write_cube
+    from itslive_dask.errors import StoreError
+    time.sleep(max(0.0, a["start_at"] - time.time()))  # both start at the same instant
+    try:
+        write_cube(a["table"], a["url"], a["region"], storage_options=a["so"], store_options=a["sto"],
+                   chunks=a["chunks"], scheduler=a["address"])
+        print(json.dumps({"pid": __import__("os").getpid(), "outcome": "built"}))
+    except StoreError as exc:
+        print(json.dumps({"pid": __import__("os").getpid(), "outcome": "StoreError: " + str(exc)}))
+    """
+)
+
+
+@pytest.mark.reliability  # two client processes: ~20 s
+def test_two_client_processes_on_one_s3_store(
+    tmp_path, small, clean, synthetic_archive, local_s3, dask_client
+):
+    """Two separate client processes (as two notebooks would) build the same ``s3://`` store
+    through one scheduler, started at the same instant: exactly one builds, the other is
+    refused naming the first one's pid; the store equals a single clean build."""
+    import pickle
+
+    local_s3.create_bucket("lease-procs")
+    url = "s3://lease-procs/two.zarr"
+    args = tmp_path / "args.pkl"
+    args.write_bytes(pickle.dumps({
+        "table": small, "url": url, "region": synthetic_archive.region, "so": synthetic_archive.storage_options,
+        "sto": local_s3.storage_options, "chunks": CHUNKS, "address": dask_client.scheduler.address,
+        "start_at": time.time() + 8.0,
+    }))  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_CLIENTS, str(args)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    built = [o for o in outs if o["outcome"] == "built"]
+    refused = [o for o in outs if o["outcome"].startswith("StoreError: another build is writing")]
+    assert len(built) == 1 and len(refused) == 1, outs
+    assert f"pid {built[0]['pid']} (write_cube mode=create)" in refused[0]["outcome"]
+    assert_same_cube(url, clean, local_s3.storage_options)
+    assert L.read_lease(resolve_target(url, local_s3.storage_options)) is None
