@@ -24,6 +24,7 @@ from itslive_dask.io.urls import is_remote, local_path, redact_text, storage_kwa
 __all__ = [
     "MAP_SUFFIX",
     "StoreTarget",
+    "check_bucket",
     "clear_store",
     "display",
     "exists",
@@ -121,6 +122,35 @@ def exists(target: StoreTarget) -> bool:
         return any(not posixpath.basename(e.rstrip("/")).startswith("lease.json") for e in inside)
     except FileNotFoundError:
         return False
+
+
+#: Protocols whose first path component is a bucket that must exist before a store goes in it.
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
+
+
+def check_bucket(target: StoreTarget) -> None:
+    """Raise :class:`StoreError` when the bucket of a remote store does not exist.
+
+    Only a definite "not found" counts: a bucket these credentials may not inspect (403) is
+    left for the build to try.
+    """
+    from itslive_dask.errors import StoreError
+
+    protocol = target.url.split("://", 1)[0] if is_remote(target.url) else "file"
+    if protocol not in _BUCKET_PROTOCOLS:
+        return
+    bucket = target.url.split("://", 1)[1].split("/", 1)[0]
+    try:
+        target.fs().info(bucket, refresh=True)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            storage_error_message(
+                target, "checking the output store", FileNotFoundError(f"The specified bucket does not exist ({exc})"),
+                nothing_written=True,
+            )
+        ) from None
+    except Exception:  # no permission to look, or a flaky endpoint: the build will tell
+        return
 
 
 def clear_store(target: StoreTarget) -> None:

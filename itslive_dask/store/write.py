@@ -61,6 +61,7 @@ from itslive_dask.store.state import (
 )
 from itslive_dask.store.target import (
     StoreTarget,
+    check_bucket,
     display,
     exists,
     map_store_url,
@@ -389,6 +390,7 @@ def check_output(
                     "written by itslive_dask (remove it yourself if it should go)"
                 )
             return check_output(work, mode=mode)
+        check_bucket(target)
         check_not_leased(target)
         state = read_state(target)
         pending = read_pending(target) if state is None else None

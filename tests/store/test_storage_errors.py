@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -167,7 +168,17 @@ def test_missing_bucket_is_a_clear_error_naming_it(small, synthetic_archive, loc
     """On main (fe1cc68) the build went on to the template and failed there with
     "writing the template of s3://... failed (FileNotFoundError: ...)": no word of the bucket
     (checked by running this test there)."""
+    from itslive_dask.store.write import check_output
+
     url = "s3://missing-bucket-l10/cube.zarr"
+    # the CLI's check before it searches (on main it passed: the error came after the search)
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            "the bucket 'missing-bucket-l10' of s3://missing-bucket-l10/cube.zarr does not"
+        ),
+    ):
+        check_output(url, local_s3.storage_options, mode="create")
     with pytest.raises(StoreError) as err:
         write_cube(small, url, synthetic_archive.region, storage_options=synthetic_archive.storage_options,
                    store_options=local_s3.storage_options, chunks=CHUNKS, client=dask_client)  # fmt: skip
