@@ -1113,6 +1113,8 @@ def info(
         "ledger",
         f"{len(ledger.get('failed', []))} failed, {len(ledger.get('skipped', []))} skipped granules",
     )
+    if state.get("lease"):  # a build is writing the store now (or was killed: stale)
+        t.add_row("lease", str(state["lease"]["text"]))
     ui.out.print(t)
     ct = Table(title="layers per year and sensor", title_justify="left", header_style="bold")
     ct.add_column("year")

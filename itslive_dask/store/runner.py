@@ -20,7 +20,7 @@ from itslive_dask.errors import StoreError
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET
 from itslive_dask.store.headers import StoreHeaders, list_header_keys
 from itslive_dask.store.state import STATE, list_markers, marker_name
-from itslive_dask.store.target import StoreTarget, put_json
+from itslive_dask.store.target import StoreTarget, put_json, storage_error_message
 from itslive_dask.store.template import encode_int16
 
 __all__ = ["run_plan", "slab_placement", "write_block_task"]
@@ -84,11 +84,7 @@ def run_plan(
         except Exception as exc:  # a block could not be written (store errors, lost workers)
             for f in futures:
                 f.cancel()
-            raise StoreError(
-                f"a block of {target.url} could not be written ({type(exc).__name__}: {exc}); "
-                "the blocks written so far are kept: run again with mode='resume' and the same "
-                "granules"
-            ) from exc
+            raise StoreError(storage_error_message(target, "writing a block", exc)) from exc
         finished += 1
         stats["written"] += 1
         stats["read"] |= set(res["read"])

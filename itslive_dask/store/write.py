@@ -11,6 +11,7 @@ Layout of a store written here::
         _itslive/                 build state (a Zarr group so readers ignore it)
             blocks/<t0>-<t1>_<iy>_<ix>.json   one marker per finished block
             ledger.json           failed and skipped granules, with reasons
+            lease.json            while a build runs: who is writing (see store.lease)
 
 How a build goes: the template (all metadata and coordinates, no data) is written first;
 then one task per block computes the block and writes it into its region, whose bounds are
@@ -49,6 +50,7 @@ from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_polic
 from itslive_dask.io.urls import redact_url
 from itslive_dask.spec import CubeSpec
 from itslive_dask.store.headers import keep_rows, kept_rows
+from itslive_dask.store.lease import LeaseHandle, check_not_leased, hold_lease
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
     existing_ids,
@@ -63,11 +65,13 @@ from itslive_dask.store.state import (
 )
 from itslive_dask.store.target import (
     StoreTarget,
+    check_bucket,
     display,
     exists,
     map_store_url,
     remove_leftovers,
     resolve_target,
+    storage_error_message,
 )
 from itslive_dask.store.template import VELOCITY_ENCODINGS, append_template, write_template
 from itslive_dask.table import granule_table
@@ -250,7 +254,26 @@ def write_cube(
     if velocity_encoding not in VELOCITY_ENCODINGS:
         raise InvalidInputError(f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}")
     target = resolve_target(store, store_options)
-    state = check_output(target, mode=mode)
+    check_output(target, mode=mode)  # before anything is read: a clear error for a wrong mode
+    # one build at a time: taken before anything is written, renewed, released on every exit
+    with hold_lease(target, f"write_cube mode={mode}") as lease:
+        return _build_map(
+            source, target, lease, spec=spec, storage_options=storage_options, mode=mode,
+            zarr_format=zarr_format, velocity_encoding=velocity_encoding, client=client,
+            scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit, retries=retries, policy=policy, progress=progress,
+            announce=announce, t_start=t_start,
+        )
+
+
+def _build_map(
+    source: Any, target: StoreTarget, lease: LeaseHandle, *, spec: CubeSpec, storage_options: Any,
+    mode: str, zarr_format: int, velocity_encoding: str, client: Any, scheduler: str | None,
+    n_workers: int | None, threads_per_worker: int, memory_limit: Any, retries: int,
+    policy: RetryPolicy, progress: Any, announce: Any, t_start: float,
+) -> WriteResult:
+    """The body of :func:`write_cube` for the map layout, run while holding the store's lease."""
+    state = check_output(target, mode=mode)  # again: another build may have finished meanwhile
 
     skipped: list[dict[str, Any]] = []
     plan = table = None
@@ -306,9 +329,11 @@ def write_cube(
                 stats[k] += one[k]
             stats["read"] |= one["read"]
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
+            lease.check()  # never record a generation over another build's
             _store_step(
                 target, "recording the finished generation", mark_generation_complete, target, gen_plan, mode
             )
+    lease.check()
     # a granule whose header could not be read never reached a block: it is a failure too
     failed = _store_step(target, "collecting the block markers", finalize, target) + [
         {"granule_id": _granule_id_of(u["url"]), "url": u["url"], "error": u["error"],
@@ -362,7 +387,8 @@ def check_output(
     ------
     StoreError
         ``create`` on an existing store, ``overwrite`` of something that is not an
-        itslive_dask cube, ``resume``/``append`` of a store without build state.
+        itslive_dask cube, ``resume``/``append`` of a store without build state, a store
+        another build is writing (its live lease: the message says who holds it).
     InvalidInputError
         Unknown mode or layout.
     """
@@ -373,6 +399,7 @@ def check_output(
     target = store if isinstance(store, StoreTarget) else resolve_target(store, store_options)
     try:
         if layout == "timeseries":
+            check_not_leased(target)  # a copy into it is running
             work = resolve_target(map_store_url(target.url), target.storage_options)
             if mode == "create" and exists(target):
                 raise StoreError(f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)")
@@ -382,6 +409,8 @@ def check_output(
                     "written by itslive_dask (remove it yourself if it should go)"
                 )
             return check_output(work, mode=mode)
+        check_bucket(target)
+        check_not_leased(target)
         state = read_state(target)
         pending = read_pending(target) if state is None else None
         present = state is not None or exists(target)
@@ -423,7 +452,9 @@ def _write_timeseries(source, store, *, store_options, mode, client, scheduler, 
     final = resolve_target(store, store_options)
     work = resolve_target(map_store_url(final.url), final.storage_options)
     check_output(final, mode=mode, layout="timeseries")
-    with dask_client(
+    # the work store's lease is held through the build and the copy (rechunk_cube takes the
+    # final store's)
+    with hold_lease(work, f"write_cube layout=timeseries mode={mode}"), dask_client(
         client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
         memory_limit=memory_limit, announce=announce,
     ) as c:
@@ -443,10 +474,7 @@ def _store_step(target: StoreTarget, what: str, func: Callable[..., Any], *args:
     except (StoreError, InvalidInputError):
         raise
     except Exception as exc:  # object-store and file-system errors of every kind
-        raise StoreError(
-            f"{what} in {display(target)} failed ({type(exc).__name__}: {exc}); the blocks "
-            "written so far are kept: run again with mode='resume' and the same granules"
-        ) from exc
+        raise StoreError(storage_error_message(target, what, exc)) from exc
 
 
 def _plan_for_pending(target: StoreTarget, state: dict[str, Any], table: Any) -> CubePlan:
