@@ -136,7 +136,9 @@ def test_the_retry_budget_passed_bounds_a_granule_that_keeps_failing(
         # the first attempt may be slow (a worker's first S3 client), so one attempt can be all
         # the budget allows; never the 11 that ``retries`` allows
         assert 1 <= f["attempts"] <= 4, f
-        assert 0 < f["seconds"] <= SMALL_BUDGET, f
+        # no attempt starts past the budget; the first one itself is bounded only by the
+        # connect/read timeouts (seen taking 1.9 s on a machine at load 25)
+        assert 0 < f["seconds"] <= (SMALL_BUDGET if f["attempts"] > 1 else 6.5), f
     assert {f["url"] for f in res.failed} == {bad}
 
 
