@@ -2,12 +2,15 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py [--only graph,read,e2e,scale,io,readpath] [--out DIR]
-                                       [--work DIR] [--quick] [--e2e-granules 200] [--no-s3]
-                                       [--tutorial-granules 384]
+    .venv/bin/python benchmarks/run.py [--only graph,read,e2e,scale,io,readpath,tutorial,curve]
+                                       [--out DIR] [--work DIR] [--quick] [--e2e-granules 200]
+                                       [--no-s3] [--tutorial-granules 384]
+                                       [--s3-granules 128] [--local-granules 128,384]
+                                       [--curve-sizes 100,1000,3000,10000] [--curve-plot FILE.png]
 
-``io`` and ``readpath`` (realistic ~17 MB granules behind the counting S3 proxy) are not in the
-default set; ask for them with ``--only``.
+``io``, ``readpath`` and ``tutorial`` (realistic ~15 MB granules, the last two behind the counting
+S3 proxy) and ``curve`` (``write_cube`` of up to 10^4 granules on workers capped at 1.5 GiB)
+are not in the default set; ask for them with ``--only``.
 
 Results go to ``DIR/<benchmark>.json`` (``--out``, else ``$ITSLIVE_BENCH_OUT``, else a new
 temp folder), each with the machine facts (date, CPU, cores, load average, versions) and
@@ -41,7 +44,7 @@ from bench_common import machine_info, md_table, out_dir, write_result  # noqa: 
 log = logging.getLogger("benchmarks")
 
 ALL = ("graph", "read", "e2e", "scale")
-EXTRA = ("io", "readpath")
+EXTRA = ("io", "readpath", "tutorial", "curve")
 
 
 def _graph(args) -> dict:
@@ -142,6 +145,32 @@ def _readpath(args) -> dict:
     return res
 
 
+def _tutorial(args) -> dict:
+    from bench_tutorial import COLUMNS, run_comparison
+
+    if args.quick:
+        res = run_comparison(Path(args.work), s3_granules=8, local_granules=(8,))
+    else:
+        res = run_comparison(
+            Path(args.work), s3_granules=args.s3_granules,
+            local_granules=tuple(int(n) for n in args.local_granules.split(",") if n.strip()),
+        )
+    print(md_table(res["rows"], COLUMNS))
+    return res
+
+
+def _curve(args) -> dict:
+    from bench_scale import CURVE_COLUMNS, plot_curve, run_scale_curve
+
+    sizes = (50, 200, 400) if args.quick else tuple(int(n) for n in args.curve_sizes.split(","))
+    unique = 200 if args.quick else args.curve_unique
+    res = run_scale_curve(workdir=args.work, sizes=sizes, unique=unique, baseline_max=unique)
+    print(md_table(res["rows"], CURVE_COLUMNS))
+    if args.curve_plot:
+        print(f"plot -> {plot_curve(res['rows'], args.curve_plot)}")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the chosen benchmarks in order, write JSON, print tables."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-copies", type=int, default=8)
     p.add_argument("--scale-repeat", type=int, default=1)
     p.add_argument("--tutorial-granules", type=int, default=0, help="readpath: also load_cube vs write_cube at this size")
+    p.add_argument("--s3-granules", type=int, default=128, help="tutorial: realistic granules on the local S3 server")
+    p.add_argument("--local-granules", default="128,384", help="tutorial: realistic granules from local files")
+    p.add_argument("--curve-sizes", default="100,1000,3000,10000", help="curve: granules, comma-separated")
+    p.add_argument("--curve-unique", type=int, default=1000, help="curve: distinct files (larger sizes repeat them)")
+    p.add_argument("--curve-plot", default=None, help="curve: PNG of time and memory vs granules")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("distributed", "numexpr", "botocore", "s3fs", "aiobotocore", "werkzeug"):
@@ -166,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     out = out_dir(args.out)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     print(f"machine: {json.dumps(machine_info())}")
-    runners = {"graph": _graph, "read": _read, "e2e": _e2e, "scale": _scale, "io": _io, "readpath": _readpath}
+    runners = {"graph": _graph, "read": _read, "e2e": _e2e, "scale": _scale, "io": _io, "readpath": _readpath,
+               "tutorial": _tutorial, "curve": _curve}
     for name in chosen:
         print(f"\n## {name}\n")
         t0 = time.perf_counter()
