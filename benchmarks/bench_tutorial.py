@@ -392,6 +392,58 @@ def run_comparison(
     }
 
 
+def profile_engine(
+    table: Any, geojson: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """cProfile every block of ``write_cube``'s cube of ``table`` in this one process (the
+    block kernel only: no cluster, no Zarr), caches cold at the start as in a fresh worker:
+    where the engine's time per granule goes, by stage."""
+    import cProfile
+    from dataclasses import replace
+
+    from bench_common import profile_summary
+    from bench_read import _STAGES, _clear_caches, block_inputs
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+
+    stages_of = {
+        **_STAGES,
+        "header": "header (read_info)",
+        "read_window_ranged": "ranged window (fetch + decode)",
+        "decode_chunk": "decode_chunk (inflate + unshuffle)",
+        "_fetch": "RangeFile._fetch (header GETs)",
+    }
+    plan = make_plan(table, geojson)
+    _clear_caches(B)
+    prof = cProfile.Profile()
+    reads = 0
+    t0 = time.perf_counter()
+    for block in plan.block_ids():
+        if not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        if storage_options:
+            cfg = replace(cfg, storage_options=dict(storage_options))
+        reads += len(refs)
+        prof.enable()
+        B.read_block(cfg, refs, rows, cols, nt)
+        prof.disable()
+    total = time.perf_counter() - t0
+    summary = profile_summary(prof, total, stages_of)
+    return {
+        "granules": len(table),
+        "granule_block_reads": reads,
+        "total_s": total,
+        "ms_per_granule_read": 1e3 * total / max(reads, 1),
+        "stages_s": summary["stages_s"],
+        "stages_pct": summary["stages_pct"],
+        "top_self_time": [
+            {"function": f, "s": t, "pct": 100 * t / total} for f, t in summary["top_own_s"]
+        ],
+    }
+
+
 COLUMNS = [
     "source",
     "granules",
@@ -447,11 +499,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--workers", type=int, default=2, help="engine worker processes (1 thread each)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="only cProfile the blocks of N local granules in one process",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     start = machine_info()
+    if args.profile:
+        from itslive_dask.testing.synthetic import get_region
+
+        table = realistic_archive(
+            Path(args.work) / f"realistic-{args.seed}", args.profile, seed=args.seed
+        )
+        prof = profile_engine(table, get_region("svalbard").geojson)
+        prof["machine_start"] = start
+        print(json.dumps(prof, indent=1))
+        print(f"result -> {write_result(out_dir(args.out), 'tutorial_profile', prof)}")
+        return prof
     res = run_comparison(
         args.work,
         s3_granules=args.s3_granules,
