@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import h5py
 import pandas as pd
 import pytest
 from bench_common import md_table, write_result
 from bench_scale import CURVE_COLUMNS, curve_table, run_scale_curve
-from bench_tutorial import COLUMNS, incremental_archive, run_comparison
+from bench_tutorial import COLUMNS, decoded_pixels, incremental_archive, run_comparison
 
-from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive
+from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive, get_region
 
 
 def _digests(table) -> list[str]:
@@ -44,6 +45,31 @@ def test_incremental_archive_is_the_synthetic_archive(tmp_path):
     assert _digests(both) == _digests(truth)
     assert all(Path(u).stat().st_mtime_ns == t for u, t in stamps.items())
     assert not list((tmp_path / "inc").rglob("*.part-*"))
+
+
+def test_decoded_pixels_of_single_chunk_granules(tmp_path):
+    """Fast: small Landsat V2 granules are one chunk per variable and have 7 2-D variables, so
+    the tutorial decodes 7 x ny x nx pixels per granule and the engine 4 x ny x nx (hand count)."""
+    table = incremental_archive(
+        tmp_path,
+        3,
+        seed=3,
+        processes=1,
+        granule_pixels=(40, 60),
+        v1_fraction=0.0,
+        outside_fraction=0.0,
+        sensor_weights={"landsat": 1.0},
+    )
+    res = decoded_pixels(table, get_region("svalbard").geojson)
+    px = []
+    for u in table["url"]:
+        with h5py.File(u, "r") as f:
+            assert f["vx"].chunks in (None, f["vx"].shape)
+            px.append(f["vx"].size)
+    assert res["chunks_per_variable_histogram"] == [0, 3]
+    assert res["tutorial_mpx_per_granule"] * 1e6 == pytest.approx(7 * sum(px) / 3)
+    assert res["engine_mpx_per_granule"] * 1e6 == pytest.approx(4 * sum(px) / 3)
+    assert res["tutorial_over_engine"] == pytest.approx(7 / 4)
 
 
 def test_curve_tables_have_distinct_layers(tmp_path):
