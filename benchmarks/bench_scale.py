@@ -10,6 +10,16 @@ Figures: wall time, blocks/s, granules/s, peak RSS per worker, whether a worker 
 replaced (nanny restart) or logged memory warnings. Then the same build with the workers'
 malloc settings of :data:`MALLOC_SETTINGS` (through ``distributed.nanny.pre-spawn-environ``),
 alternated ``repeat`` times.
+
+Time and memory versus the number of granules (:func:`run_scale_curve`, the command line of
+this file): ``write_cube`` of 100 to 10,000 default-size granules from local files on 2
+single-threaded worker processes with ``memory_limit="1.5GiB"`` each (issue 11's target), and
+the tutorial's ``load_cube`` + ``to_zarr`` up to the size that fits in RAM; each case in a
+fresh process; a plot with ``--plot``. Up to ``--unique`` granules the files are distinct;
+above, they are hard-linked copies under new ids and dates (:func:`curve_table`)::
+
+    PYTHONPATH=$PWD .venv/bin/python -W ignore benchmarks/bench_scale.py --work DIR --out DIR \
+        --sizes 100,1000,3000,10000 --unique 1000 --baseline-max 1000 --plot FILE.png
 """
 
 from __future__ import annotations
