@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 MALLOC_SETTINGS: dict[str, dict[str, str]] = {
     "trim 64 KiB (distributed default)": {"MALLOC_TRIM_THRESHOLD_": "65536"},
     "trim 1 GiB": {"MALLOC_TRIM_THRESHOLD_": str(2**30)},
-    "trim 64 KiB + mmap 64 MiB": {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": str(2**26)},
+    "trim 64 KiB + mmap 64 MiB": {
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "MALLOC_MMAP_THRESHOLD_": str(2**26),
+    },
 }
 
 
@@ -76,8 +79,13 @@ def run_scale(
     for rep in range(repeat):
         for label, env in MALLOC_SETTINGS.items():
             spec = {
-                "table": str(table_path), "geojson": geojson, "storage_options": None, "tmp": str(work),
-                "memory_limit": memory_limit, "worker_env": env, "chunks": list(chunks) if chunks else None,
+                "table": str(table_path),
+                "geojson": geojson,
+                "storage_options": None,
+                "tmp": str(work),
+                "memory_limit": memory_limit,
+                "worker_env": env,
+                "chunks": list(chunks) if chunks else None,
             }
             res = run_case("write", spec, work)
             res.update(
@@ -95,12 +103,27 @@ def run_scale(
             )
             runs.append(res)
             log.info("scale %s rep %d: %.1f s", label, rep, res["elapsed_s"])
-    return {"granules": len(table), "unique_files": unique, "copies": copies, "memory_limit": memory_limit, "runs": runs}
+    return {
+        "granules": len(table),
+        "unique_files": unique,
+        "copies": copies,
+        "memory_limit": memory_limit,
+        "runs": runs,
+    }
 
 
 SCALE_COLUMNS = [
-    "setting", "repetition", "granules", "blocks_written", "elapsed_s", "blocks_per_s", "granules_per_s",
-    "max_worker_peak_mb", "driver_peak_mb", "workers_replaced", "memory_warnings",
+    "setting",
+    "repetition",
+    "granules",
+    "blocks_written",
+    "elapsed_s",
+    "blocks_per_s",
+    "granules_per_s",
+    "max_worker_peak_mb",
+    "driver_peak_mb",
+    "workers_replaced",
+    "memory_warnings",
 ]
 
 
@@ -109,7 +132,9 @@ SCALE_COLUMNS = [
 CURVE_SIZES: tuple[int, ...] = (100, 1_000, 3_000, 10_000)
 
 
-def curve_table(workdir: str | os.PathLike, n: int, *, unique: int = 1_000, seed: int = 0, processes: int = 2) -> Any:
+def curve_table(
+    workdir: str | os.PathLike, n: int, *, unique: int = 1_000, seed: int = 0, processes: int = 2
+) -> Any:
     """The granule table of ``n`` default-size synthetic granules (Svalbard, seed ``seed``).
 
     Up to ``unique`` granules they are distinct files (the first ``n`` granules of one
@@ -165,8 +190,15 @@ def run_scale_curve(
         prep_s = time.perf_counter() - t0
         path = work / f"curve-table-{n}-{time.time_ns()}.parquet"
         table.to_parquet(path)
-        spec = {"table": str(path), "urls": list(table["url"]), "geojson": geojson, "storage_options": None,
-                "tmp": str(work), "memory_limit": memory_limit, "n_workers": n_workers}
+        spec = {
+            "table": str(path),
+            "urls": list(table["url"]),
+            "geojson": geojson,
+            "storage_options": None,
+            "tmp": str(work),
+            "memory_limit": memory_limit,
+            "n_workers": n_workers,
+        }
         cases = ["engine"] + (["tutorial"] if n <= baseline_max else [])
         try:
             for case in cases:
@@ -175,7 +207,11 @@ def run_scale_curve(
                 peaks = r.get("worker_peak_rss") or {}
                 health = r.get("health") or {}
                 row = {
-                    "case": case, "granules": n, "distinct_files": min(n, unique), "table_s": prep_s, **r,
+                    "case": case,
+                    "granules": n,
+                    "distinct_files": min(n, unique),
+                    "table_s": prep_s,
+                    **r,
                     "driver_peak_mb": r["driver_peak_rss"] / 2**20,
                     "max_worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
                     "tasks_run": sum((r.get("tasks") or {}).values()) if case == "engine" else None,
@@ -185,16 +221,39 @@ def run_scale_curve(
                     "loadavg_before": load,
                 }
                 rows.append(row)
-                log.info("curve %s %d: %.1f s, peak %.0f MB", case, n, r["elapsed_s"],
-                         row["max_worker_peak_mb"] or row["driver_peak_mb"])
+                log.info(
+                    "curve %s %d: %.1f s, peak %.0f MB",
+                    case,
+                    n,
+                    r["elapsed_s"],
+                    row["max_worker_peak_mb"] or row["driver_peak_mb"],
+                )
         finally:
             path.unlink(missing_ok=True)
-    return {"sizes": list(sizes), "unique": unique, "memory_limit": memory_limit, "n_workers": n_workers, "rows": rows}
+    return {
+        "sizes": list(sizes),
+        "unique": unique,
+        "memory_limit": memory_limit,
+        "n_workers": n_workers,
+        "rows": rows,
+    }
 
 
 CURVE_COLUMNS = [
-    "granules", "case", "distinct_files", "elapsed_s", "ms_per_granule", "driver_peak_mb", "max_worker_peak_mb",
-    "tasks_run", "blocks_written", "layers", "failed", "workers_replaced", "memory_warnings", "loadavg_before",
+    "granules",
+    "case",
+    "distinct_files",
+    "elapsed_s",
+    "ms_per_granule",
+    "driver_peak_mb",
+    "max_worker_peak_mb",
+    "tasks_run",
+    "blocks_written",
+    "layers",
+    "failed",
+    "workers_replaced",
+    "memory_warnings",
+    "loadavg_before",
 ]
 
 
@@ -208,18 +267,36 @@ def plot_curve(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     eng = sorted((r for r in rows if r["case"] == "engine"), key=lambda r: r["granules"])
     tut = sorted((r for r in rows if r["case"] == "tutorial"), key=lambda r: r["granules"])
-    for rs, label, style in ((tut, "tutorial load_cube + to_zarr (1 process)", "o-"), (eng, "write_cube (2 workers, 1.5 GiB limit)", "s-")):
+    for rs, label, style in (
+        (tut, "tutorial load_cube + to_zarr (1 process)", "o-"),
+        (eng, "write_cube (2 workers, 1.5 GiB limit)", "s-"),
+    ):
         if rs:
             ax1.plot([r["granules"] for r in rs], [r["elapsed_s"] for r in rs], style, label=label)
     if tut:
-        ax2.plot([r["granules"] for r in tut], [r["driver_peak_mb"] for r in tut], "o-", label="tutorial: its one process")
+        ax2.plot(
+            [r["granules"] for r in tut],
+            [r["driver_peak_mb"] for r in tut],
+            "o-",
+            label="tutorial: its one process",
+        )
     if eng:
         n = [r["granules"] for r in eng]
-        ax2.plot(n, [r["max_worker_peak_mb"] for r in eng], "s-", label="write_cube: largest worker")
+        ax2.plot(
+            n, [r["max_worker_peak_mb"] for r in eng], "s-", label="write_cube: largest worker"
+        )
         ax2.plot(n, [r["driver_peak_mb"] for r in eng], "^--", label="write_cube: driver")
         ax2.axhline(1536, color="grey", lw=0.8, ls=":", label="1.5 GiB (memory_limit)")
-    ax1.set(xscale="log", yscale="log", xlabel="granules", ylabel="wall time (s)", title="Time (shared 2 cores)")
-    ax2.set(xscale="log", xlabel="granules", ylabel="peak RSS (MB)", title="Peak memory of one process")
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="granules",
+        ylabel="wall time (s)",
+        title="Time (shared 2 cores)",
+    )
+    ax2.set(
+        xscale="log", xlabel="granules", ylabel="peak RSS (MB)", title="Peak memory of one process"
+    )
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
@@ -241,12 +318,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.path.insert(0, str(here))
     from bench_common import machine_info, md_table, out_dir, write_result
 
-    ap = argparse.ArgumentParser(description="write_cube time and memory vs granules (and the tutorial's, while it fits)")
-    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "itslive-bench-work"), help="archives (reused)")
+    ap = argparse.ArgumentParser(
+        description="write_cube time and memory vs granules (and the tutorial's, while it fits)"
+    )
+    ap.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "itslive-bench-work"),
+        help="archives (reused)",
+    )
     ap.add_argument("--out", default=None, help="folder of the JSON result")
-    ap.add_argument("--sizes", default=",".join(map(str, CURVE_SIZES)), help="granules, comma-separated")
-    ap.add_argument("--unique", type=int, default=1_000, help="distinct files; larger sizes repeat them")
-    ap.add_argument("--baseline-max", type=int, default=1_000, help="run the tutorial up to this size")
+    ap.add_argument(
+        "--sizes", default=",".join(map(str, CURVE_SIZES)), help="granules, comma-separated"
+    )
+    ap.add_argument(
+        "--unique", type=int, default=1_000, help="distinct files; larger sizes repeat them"
+    )
+    ap.add_argument(
+        "--baseline-max", type=int, default=1_000, help="run the tutorial up to this size"
+    )
     ap.add_argument("--memory-limit", default="1.5GiB", help="per worker")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", default=None, help="PNG: time and memory vs granules")
@@ -255,8 +344,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     start = machine_info()
     res = run_scale_curve(
-        workdir=args.work, sizes=tuple(int(n) for n in args.sizes.split(",")), unique=args.unique,
-        baseline_max=args.baseline_max, memory_limit=args.memory_limit, n_workers=args.workers,
+        workdir=args.work,
+        sizes=tuple(int(n) for n in args.sizes.split(",")),
+        unique=args.unique,
+        baseline_max=args.baseline_max,
+        memory_limit=args.memory_limit,
+        n_workers=args.workers,
     )
     res["machine_start"] = start
     print(md_table(res["rows"], CURVE_COLUMNS))
