@@ -166,14 +166,7 @@ def read_info(h5: h5py.File, source: str) -> GranuleInfo:
         ``x``/``y``, unknown grid mapping, unreadable acquisition dates or satellites.
     """
     src = str(source)
-    try:
-        return parse_header(_datasets(h5), set(h5), src)
-    except GranuleError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
-        raise GranuleError(
-            src, f"cannot read the granule header ({type(exc).__name__}: {exc})"
-        ) from None
+    return _parsed(src, lambda: parse_header(_datasets(h5), set(h5), src))
 
 
 def read_grid(h5: h5py.File, source: str, variables: Sequence[str]) -> GranuleGrid:
@@ -189,8 +182,13 @@ def read_grid(h5: h5py.File, source: str, variables: Sequence[str]) -> GranuleGr
         As :func:`read_info` for a file that is not an ITS_LIVE granule.
     """
     src = str(source)
+    return _parsed(src, lambda: parse_grid(_LazyDatasets(h5), h5, src, variables))
+
+
+def _parsed(src: str, parse: Any) -> Any:
+    """``parse()``, with HDF5's errors on a broken header as one :class:`GranuleError`."""
     try:
-        return parse_grid(_LazyDatasets(h5), h5, src, variables)
+        return parse()
     except GranuleError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
