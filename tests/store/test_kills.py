@@ -50,8 +50,8 @@ from itslive_dask import read_ledger, write_cube
 from itslive_dask.errors import StoreError
 
 VARS = ("vx", "vy", "v", "v_error")
-CHUNKS = (4, 96, 96)
-TS_CHUNKS = (64, 48, 48)
+CHUNKS = (4, 160, 160)
+TS_CHUNKS = (64, 80, 80)
 N_GRANULES = 12
 N_FIRST = 6  # granules of the first generation in the append scenarios
 HERE = Path(__file__).resolve().parent
@@ -160,20 +160,19 @@ def _child(argfile: str) -> None:
         write_cube(call.pop("source"), call.pop("store"), scheduler=args["scheduler"], **call)
 
 
-def _count_markers(store: str, store_options: dict | None) -> int:
+def _marker_names(store: str, store_options: dict | None, fs: Any = None) -> set[str]:
+    """Names of the block markers in ``store``, listed afresh (never a cached listing)."""
     if store.startswith("s3://"):
         import fsspec
 
-        fs = fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False, **(store_options or {})
-        )
+        fs = fs or fsspec.filesystem("s3", skip_instance_cache=True, **(store_options or {}))
+        base = f"{store[5:]}/_itslive/blocks"
+        fs.invalidate_cache(base)
         try:
-            return sum(
-                p.endswith(".json") for p in fs.ls(f"{store[5:]}/_itslive/blocks", detail=False)
-            )
+            return {p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if p.endswith(".json")}
         except FileNotFoundError:
-            return 0
-    return len(list(Path(store, "_itslive", "blocks").glob("*.json")))
+            return set()
+    return {p.name for p in Path(store, "_itslive", "blocks").glob("*.json")}
 
 
 @dataclass
@@ -204,12 +203,17 @@ def run_and_kill(
     try:
         if kill.markers is not None:
             assert kill.watch is not None
+            fs = None
+            if kill.watch.startswith("s3://"):
+                import fsspec
+
+                fs = fsspec.filesystem("s3", skip_instance_cache=True, **(store_options or {}))
             deadline = time.monotonic() + 180
             while proc.poll() is None and time.monotonic() < deadline:
-                if _count_markers(kill.watch, store_options) >= kill.markers:
+                if len(_marker_names(kill.watch, store_options, fs)) >= kill.markers:
                     os.killpg(proc.pid, signal.SIGKILL)
                     break
-                time.sleep(0.02)
+                time.sleep(0.05 if fs else 0.01)
         _, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -230,25 +234,12 @@ def _open(store: str, store_options: dict | None) -> xr.Dataset:
     )
 
 
-def _state(ds: xr.Dataset) -> dict | None:
-    raw = ds.attrs.get("itslive_dask")
-    return None if raw is None else (json.loads(raw) if isinstance(raw, str) else raw)
+def _state_of(store: str, store_options: dict | None) -> dict | None:
+    """The build state recorded in ``store``'s root attributes."""
+    from itslive_dask.store.state import read_state
+    from itslive_dask.store.target import resolve_target
 
-
-def _marker_names(store: str, store_options: dict | None) -> set[str]:
-    if store.startswith("s3://"):
-        import fsspec
-
-        fs = fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False, **(store_options or {})
-        )
-        try:
-            return {
-                p.rsplit("/", 1)[-1] for p in fs.ls(f"{store[5:]}/_itslive/blocks", detail=False)
-            }
-        except FileNotFoundError:
-            return set()
-    return {p.name for p in Path(store, "_itslive", "blocks").glob("*.json")}
+    return read_state(resolve_target(store, store_options))
 
 
 def assert_same_cube(
@@ -284,7 +275,7 @@ def assert_same_cube(
         s["granule_id"] for s in lb["skipped"]
     )
     assert _marker_names(sa, store_options) == _marker_names(sb, store_options)
-    state_a, state_b = _state(_open(sa, store_options)), _state(_open(sb, store_options))
+    state_a, state_b = _state_of(sa, store_options), _state_of(sb, store_options)
     assert state_a == state_b and state_a is not None
     assert all(g["complete"] for g in state_a["generations"])
 
@@ -523,23 +514,36 @@ def test_client_killed_inside_the_timeseries_copy(tmp_path, scenarios, kill_clus
     assert seen["ended"] == "killed" and seen["copy"] in ("absent", "incomplete")
 
 
-def test_worker_killed_while_blocks_run(tmp_path, scenarios, kill_cluster):
-    """SIGKILL on a worker process while block tasks run (the one holding the most work):
-    a lost worker is transient, the build finishes identical to the uninterrupted one."""
+@pytest.mark.parametrize("which", ["busy", "all"])
+def test_worker_killed_while_blocks_run(tmp_path, scenarios, kill_cluster, which):
+    """SIGKILL on a worker process while block tasks run: the busy one holding the blocks'
+    configuration, or every worker at once (a lost node). A lost worker is transient: the
+    nannies restart the workers, the scheduler reruns the lost tasks, and the build finishes
+    identical to the uninterrupted one. On main the configuration was scattered data, lost
+    with its worker: with ``all`` every remaining block failed (a StoreError)."""
     sc = scenarios("create", "local")
     ref, _ = reference(sc, kill_cluster)
-    store = sc.store("worker-kill")
+    store = sc.store(f"worker-kill-{which}")
     pids = kill_cluster.run(os.getpid)
     killed: dict[str, Any] = {}
 
     def killer() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed.get("stop"):
-            if _count_markers(store, None) >= 1:
+            if _marker_names(store, None):
                 busy = [a for a, keys in kill_cluster.processing().items() if keys]
+                holders = {
+                    a
+                    for k, ws in kill_cluster.who_has().items()
+                    if "config" in str(k).lower()
+                    for a in ws
+                }
+                busy.sort(key=lambda a: a not in holders)
                 if busy:
-                    os.kill(pids[busy[0]], signal.SIGKILL)
-                    killed["worker"] = busy[0]
+                    victims = list(pids) if which == "all" else busy[:1]
+                    for a in victims:
+                        os.kill(pids[a], signal.SIGKILL)
+                    killed["workers"] = victims
                     return
             time.sleep(0.01)
 
@@ -551,6 +555,6 @@ def test_worker_killed_while_blocks_run(tmp_path, scenarios, kill_cluster):
         killed["stop"] = True
         thread.join()
         kill_cluster.wait_for_workers(2, timeout=60)
-    assert "worker" in killed, "the worker was meant to die while blocks ran"
+    assert killed.get("workers"), "a worker was meant to die while blocks ran"
     assert res.blocks_written == res.blocks_total
     assert_same_cube(store, ref, None)
