@@ -133,13 +133,21 @@ def write_template(
         state["generations"] = [generation(plan)]
         state["zarr_format"] = zarr_format
         ds.attrs[PENDING] = json.dumps(state)
+        import zarr
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # the root group and the pending build state in the store's first write (one
+            # zarr.json in format 3): a build killed after it leaves a store that resume
+            # recognises, never a bare group that neither resume nor overwrite may touch
+            zarr.open_group(
+                target.url, mode="w-", zarr_format=zarr_format, attributes={PENDING: ds.attrs[PENDING]},
+                **target.zarr_kwargs(),
+            )
             ds.to_zarr(
-                target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
+                target.url, mode="a", compute=False, consolidated=True, zarr_format=zarr_format,
                 encoding=enc, **target.zarr_kwargs(),
             )
-            import zarr
 
             root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
             if STATE not in root:

@@ -475,12 +475,17 @@ def _pick(trace: WriteTrace, phase: str, seed: int) -> int:
 
 
 # ----------------------------------------------------------------------------- fast suite
-def test_client_killed_inside_the_template_write(tmp_path, scenarios, kill_cluster):
-    """A kill while the template is written: resume redoes the template, then builds."""
+@pytest.mark.parametrize("point", ["second write", "seeded"])
+def test_client_killed_inside_the_template_write(tmp_path, scenarios, kill_cluster, point):
+    """A kill while the template is written: resume redoes the template, then builds.
+    ``second write``: right after the store's first object, its root group. On main that
+    was a bare group without attributes: resume said "no build state, use overwrite" and
+    overwrite refused a store "not written by itslive_dask"."""
     sc = scenarios("create", "local")
     _, trace = reference(sc, kill_cluster)
-    k = _pick(trace, "template", seed=1)
-    seen = kill_and_rerun(tmp_path, sc, kill_cluster, Kill(write=k), "template")
+    k = 2 if point == "second write" else _pick(trace, "template", seed=1)
+    assert trace.writes[k - 1][0] == "template"
+    seen = kill_and_rerun(tmp_path, sc, kill_cluster, Kill(write=k), f"template-{k}")
     assert seen["ended"] == "killed"
 
 
