@@ -141,7 +141,7 @@ def write_template(
             # zarr.json in format 3): a build killed after it leaves a store that resume
             # recognises, never a bare group that neither resume nor overwrite may touch
             zarr.open_group(
-                target.url, mode="w-", zarr_format=zarr_format, attributes={PENDING: ds.attrs[PENDING]},
+                target.url, mode="w-", zarr_format=2 if zarr_format == 2 else 3, attributes={PENDING: ds.attrs[PENDING]},
                 **target.zarr_kwargs(),
             )
             ds.to_zarr(
