@@ -175,6 +175,19 @@ def _marker_names(store: str, store_options: dict | None, fs: Any = None) -> set
     return {p.name for p in Path(store, "_itslive", "blocks").glob("*.json")}
 
 
+def _has_chunks(store: str, store_options: dict | None) -> bool:
+    """True once a data chunk of ``v`` exists in ``store``."""
+    if store.startswith("s3://"):
+        import fsspec
+
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, **(store_options or {}))
+        try:
+            return bool(fs.find(f"{store[5:]}/v/c"))
+        except FileNotFoundError:
+            return False
+    return any(p.is_file() for p in Path(store, "v", "c").rglob("*"))
+
+
 @dataclass
 class Kill:
     """Where a client build is killed: just before client write ``write`` (1-based), or once
@@ -183,6 +196,8 @@ class Kill:
     write: int | None = None
     markers: int | None = None
     watch: str | None = None
+    #: kill once a data chunk of ``v`` exists in this store (the time-series copy under way)
+    copy_chunks_in: str | None = None
 
 
 def run_and_kill(
@@ -196,10 +211,12 @@ def run_and_kill(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")])
     code = f"import test_kills; test_kills._child({str(argfile)!r})"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    errfile = argfile.with_suffix(".stderr")
+    with errfile.open("wb") as err_out:  # a file, not a pipe: a full pipe would stall the build
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=err_out,
+        )  # fmt: skip
     try:
         if kill.markers is not None:
             assert kill.watch is not None
@@ -214,14 +231,21 @@ def run_and_kill(
                     os.killpg(proc.pid, signal.SIGKILL)
                     break
                 time.sleep(0.05 if fs else 0.01)
-        _, err = proc.communicate(timeout=240)
+        if kill.copy_chunks_in is not None:
+            deadline = time.monotonic() + 180
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _has_chunks(kill.copy_chunks_in, store_options):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05 if kill.copy_chunks_in.startswith("s3://") else 0.005)
+        proc.wait(timeout=240)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if proc.returncode == -signal.SIGKILL:
         return "killed"
-    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    assert proc.returncode == 0, errfile.read_text(errors="replace")[-3000:]
     return "finished"
 
 
@@ -402,6 +426,7 @@ def reference(sc: Scenario, client: Any) -> tuple[str, WriteTrace]:
     if "ref" not in sc.references:
         ref = sc.store("reference")
         sc.prepare(ref, client)
+        sc.references["markers_before"] = len(_marker_names(sc.state_store(ref), sc.store_options))
         trace = WriteTrace()
         with pytest.MonkeyPatch.context() as m:
             tag_phases(m, trace)
@@ -426,8 +451,11 @@ def kill_and_rerun(
     ref, _ = reference(sc, client)
     store = sc.store(name)
     sc.prepare(store, client)
-    if kill.markers is not None:
+    if kill.markers is not None:  # counted from the markers the store already has
         kill.watch = sc.state_store(store)
+        kill.markers += len(_marker_names(kill.watch, sc.store_options))
+    if kill.copy_chunks_in is not None:
+        kill.copy_chunks_in = store
     how = run_and_kill(tmp_path, _address(client), [sc.call(store)], kill, sc.store_options)
     seen: dict[str, Any] = {"ended": how}
     if sc.kind == "timeseries":
@@ -563,3 +591,50 @@ def test_worker_killed_while_blocks_run(tmp_path, scenarios, kill_cluster, which
     assert killed.get("workers"), "a worker was meant to die while blocks ran"
     assert res.blocks_written == res.blocks_total
     assert_same_cube(store, ref, None)
+
+
+# ----------------------------------------------------------------------------- the sweep
+#: Seeded random kill points per scenario: write points per phase, block points, copy points.
+SWEEP_WRITES_PER_PHASE = 1
+SWEEP_BLOCK_POINTS = 2
+
+
+def sweep_points(sc: Scenario, trace: WriteTrace, total_new_markers: int) -> list[tuple[str, Kill]]:
+    """The seeded random kill points of ``sc``: (label, Kill)."""
+    rng = random.Random(f"kills-{sc.kind}-{sc.store_kind}")
+    points: list[tuple[str, Kill]] = []
+    for phase in dict.fromkeys(p for p, _ in trace.writes):
+        for k in rng.sample(
+            trace.points(phase), min(SWEEP_WRITES_PER_PHASE, len(trace.points(phase)))
+        ):
+            points.append((f"{phase} write {k}/{len(trace.writes)}", Kill(write=k)))
+    for m in sorted(
+        rng.sample(range(1, total_new_markers), min(SWEEP_BLOCK_POINTS, total_new_markers - 1))
+    ):
+        points.append((f"after {m}/{total_new_markers} blocks", Kill(markers=m)))
+    if sc.kind == "timeseries":
+        points.append(("time-series copy, chunks being written", Kill(copy_chunks_in="")))
+    return points
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+@pytest.mark.parametrize("kind", ["create", "append", "timeseries"])
+def test_kill_sweep(tmp_path, scenarios, kill_cluster, kind, store_kind):
+    """The client killed at seeded random points of every phase and between blocks; every
+    rerun gives the uninterrupted cube. Prints one line per run (the table of
+    docs/reliability.md, section Kills)."""
+    sc = scenarios(kind, store_kind)
+    ref, trace = reference(sc, kill_cluster)
+    total_new = (
+        len(_marker_names(sc.state_store(ref), sc.store_options)) - sc.references["markers_before"]
+    )
+    rows = []
+    for n, (label, kill) in enumerate(sweep_points(sc, trace, total_new)):
+        t0 = time.monotonic()
+        seen = kill_and_rerun(tmp_path, sc, kill_cluster, kill, f"sweep-{n}")
+        rows.append((label, seen, time.monotonic() - t0))
+    print(f"\n{kind} on {store_kind}:")
+    for label, seen, dt in rows:
+        print(f"  {label}: {seen} ({dt:.1f} s) -> identical")
+    assert any(seen["ended"] == "killed" for _, seen, _ in rows)
