@@ -295,8 +295,16 @@ def assert_same_cube(
     assert sorted((f["granule_id"], f["block"]) for f in la["failed"]) == sorted(
         (f["granule_id"], f["block"]) for f in lb["failed"]
     )
-    assert sorted(s["granule_id"] for s in la["skipped"]) == sorted(
-        s["granule_id"] for s in lb["skipped"]
+    # "already in the cube" says what the last run skipped: after a rerun of an append that
+    # was killed once its layers existed, they are among them (and they are layers)
+    in_cube = "already in the cube"
+    assert {s["granule_id"] for s in la["skipped"] if s["reason"] != in_cube} == {
+        s["granule_id"] for s in lb["skipped"] if s["reason"] != in_cube
+    }
+    assert (
+        {s["granule_id"] for s in lb["skipped"] if s["reason"] == in_cube}
+        <= {s["granule_id"] for s in la["skipped"] if s["reason"] == in_cube}
+        <= set(a.granule_id.values)
     )
     assert _marker_names(sa, store_options) == _marker_names(sb, store_options)
     state_a, state_b = _state_of(sa, store_options), _state_of(sb, store_options)
@@ -502,8 +510,12 @@ def _pick(trace: WriteTrace, phase: str, seed: int) -> int:
     return random.Random(seed).choice(points)
 
 
-# ----------------------------------------------------------------------------- fast suite
-@pytest.mark.parametrize("point", ["second write", "seeded"])
+# ----------------------------------------------------------------------------- the points
+# In the default suite: the template's second write, inside append, inside the time-series
+# copy, all workers killed. The others (and the sweep) are in the reliability suite.
+@pytest.mark.parametrize(
+    "point", ["second write", pytest.param("seeded", marks=pytest.mark.reliability)]
+)
 def test_client_killed_inside_the_template_write(tmp_path, scenarios, kill_cluster, point):
     """A kill while the template is written: resume redoes the template, then builds.
     ``second write``: right after the store's first object, its root group. On main that
@@ -517,6 +529,7 @@ def test_client_killed_inside_the_template_write(tmp_path, scenarios, kill_clust
     assert seen["ended"] == "killed"
 
 
+@pytest.mark.reliability
 def test_client_killed_between_blocks_on_s3(tmp_path, scenarios, kill_cluster):
     """A kill after some blocks finished, on ``s3://``: resume builds only the others."""
     sc = scenarios("create", "s3")
@@ -547,7 +560,7 @@ def test_client_killed_inside_the_timeseries_copy(tmp_path, scenarios, kill_clus
     assert seen["ended"] == "killed" and seen["copy"] in ("absent", "incomplete")
 
 
-@pytest.mark.parametrize("which", ["busy", "all"])
+@pytest.mark.parametrize("which", [pytest.param("busy", marks=pytest.mark.reliability), "all"])
 def test_worker_killed_while_blocks_run(tmp_path, scenarios, kill_cluster, which):
     """SIGKILL on a worker process while block tasks run: the busy one holding the blocks'
     configuration, or every worker at once (a lost node). A lost worker is transient: the
