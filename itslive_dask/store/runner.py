@@ -61,7 +61,10 @@ def run_plan(
         progress(n_skipped, total)
     if not todo:
         return stats
-    cfg_future = client.scatter(cfg, broadcast=False, hash=False)
+    # a task, not scattered data: if the worker holding it dies (a killed or preempted
+    # worker), the scheduler recomputes it and reruns the lost blocks; scattered data would
+    # be lost for good and every block still to run would fail
+    cfg_future = client.submit(_block_config, cfg, key=f"itslive-config-{cfg.session}", pure=False)
     token = plan.token
     placement = slab_placement([b for b, *_ in todo], _worker_addresses(client))
     futures = []
@@ -92,6 +95,11 @@ def run_plan(
         if progress:
             progress(finished, total)
     return stats
+
+
+def _block_config(cfg: BlockConfig) -> BlockConfig:
+    """The blocks' shared configuration, as a task result (recomputed if its worker dies)."""
+    return cfg
 
 
 def slab_placement(

@@ -249,6 +249,19 @@ def is_itslive_store(store: str | StoreTarget, store_options: dict | None = None
     return ATTR in attrs or TIMESERIES_ATTR in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
 
 
+def timeseries_copy_incomplete(target: StoreTarget) -> bool:
+    """True when ``target`` is a time-series copy whose writing has not finished (its
+    :data:`TIMESERIES_ATTR` says ``complete: false``)."""
+    try:
+        raw = target.open_root("r").attrs.get(TIMESERIES_ATTR)
+    except Exception:  # no store, not a Zarr group: not an interrupted copy
+        return False
+    if raw is None:
+        return False
+    info = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return not info.get("complete")
+
+
 def open_store(store: str | StoreTarget, store_options: dict | None = None) -> Any:
     """Open a cube store lazily with xarray.
 
@@ -261,13 +274,20 @@ def open_store(store: str | StoreTarget, store_options: dict | None = None) -> A
     Raises
     ------
     StoreError
-        When nothing is there or it is not a readable Zarr cube.
+        When nothing is there, it is not a readable Zarr cube, or it is a time-series copy
+        whose writing was interrupted (see :func:`timeseries_copy_incomplete`).
     """
     import xarray as xr
 
     target = _as_target(store, store_options)
     if not exists(target):
         raise StoreError(f"no cube at {display(target)}")
+    if timeseries_copy_incomplete(target):
+        raise StoreError(
+            f"{display(target)} is an incomplete time-series copy (the copy was interrupted: its "
+            "missing chunks would read as NaN); run write_cube again with layout='timeseries' "
+            "and mode='resume' (the same granules) to redo it"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

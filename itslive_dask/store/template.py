@@ -17,7 +17,6 @@ from itslive_dask.cube.graph import cube_template
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import InvalidInputError, StoreError
 from itslive_dask.store.state import (
-    ATTR,
     PENDING,
     STATE,
     generation,
@@ -40,6 +39,7 @@ __all__ = [
     "append_template",
     "check_alignment",
     "encode_int16",
+    "undo_interrupted_append",
     "write_template",
 ]
 
@@ -141,13 +141,21 @@ def write_template(
         state["generations"] = [generation(plan)]
         state["zarr_format"] = zarr_format
         ds.attrs[PENDING] = json.dumps(state)
+        import zarr
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # the root group and the pending build state in the store's first write (one
+            # zarr.json in format 3): a build killed after it leaves a store that resume
+            # recognises, never a bare group that neither resume nor overwrite may touch
+            zarr.open_group(
+                target.url, mode=create, zarr_format=2 if zarr_format == 2 else 3, attributes={PENDING: ds.attrs[PENDING]},
+                **target.zarr_kwargs(),
+            )
             ds.to_zarr(
-                target.url, mode=create, compute=False, consolidated=True, zarr_format=zarr_format,
+                target.url, mode="a", compute=False, consolidated=True, zarr_format=zarr_format,
                 encoding=enc, **target.zarr_kwargs(),
             )
-            import zarr
 
             root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
             if STATE not in root:
@@ -164,15 +172,18 @@ def write_template(
 
 
 def append_template(plan: CubePlan, target: StoreTarget) -> None:
-    """Extend an existing cube's template with the layers of ``plan`` (a new generation)."""
+    """Extend an existing cube's template with the layers of ``plan`` (a new generation).
+
+    The arrays are extended first and the new generation is recorded in the build state
+    last: a build killed in between leaves arrays longer than the state says, which
+    :func:`undo_interrupted_append` rolls back before the next ``append``/``resume``.
+    """
     ds = template_dataset(plan)
     ds = ds.drop_vars([v for v in ("x", "y", "mapping") if v in ds.variables])
     state = require_state(target)
-    state["generations"].append(generation(plan))
-    # to_zarr(mode="a") replaces the root attributes: keep them all, and record the new
-    # generation in the same metadata write that extends the arrays
+    # to_zarr(mode="a") replaces the root attributes (before it extends the arrays): keep
+    # them all, the build state as it is
     ds.attrs = dict(target.open_root("r").attrs)
-    ds.attrs[ATTR] = json.dumps(state)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,9 +191,52 @@ def append_template(plan: CubePlan, target: StoreTarget) -> None:
     except Exception as exc:
         raise StoreError(
             f"appending to the template of {display(target)} failed ({type(exc).__name__}: {exc}); "
-            "check the store with 'itslive-dask info' before appending again"
+            "run the append again: the unrecorded layers are rolled back first"
         ) from exc
     check_alignment(target, plan)
+    state["generations"].append(generation(plan))
+    write_state(target, state)
+
+
+def undo_interrupted_append(target: StoreTarget, state: dict[str, Any]) -> list[str]:
+    """Roll back the arrays an interrupted append extended beyond the recorded generations.
+
+    The build state (written last by :func:`append_template`) says how many layers the cube
+    has; an append killed before recording its generation leaves some arrays along
+    ``mid_date`` longer (their extra coordinate values possibly unwritten). They are cut
+    back, their chunks beyond the cut deleted, and the metadata consolidated again, so the
+    next append plans those granules afresh. No block ran for them (blocks start after the
+    generation is recorded). Returns the names of the arrays cut back.
+
+    Raises
+    ------
+    StoreError
+        When an array is shorter than the build state says (not a state this package leaves).
+    """
+    import zarr
+
+    gens = state.get("generations") or []
+    if not gens:
+        return []
+    n = int(gens[-1]["t_offset"]) + int(gens[-1]["n_layers"])
+    root = target.open_root("r+")
+    cut = []
+    for name, arr in root.arrays():
+        dims = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS") or ()
+        if not dims or dims[0] != "mid_date" or arr.shape[0] == n:
+            continue
+        if arr.shape[0] < n:
+            raise StoreError(
+                f"{display(target)}: array {name!r} has {arr.shape[0]} layers but the build state "
+                f"records {n}; the store was changed outside itslive_dask: overwrite it"
+            )
+        arr.resize((n, *arr.shape[1:]))
+        cut.append(name)
+    if cut:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(root.store)
+    return cut
 
 
 def check_alignment(target: StoreTarget, plan: CubePlan) -> None:

@@ -73,7 +73,12 @@ from itslive_dask.store.target import (
     resolve_target,
     storage_error_message,
 )
-from itslive_dask.store.template import VELOCITY_ENCODINGS, append_template, write_template
+from itslive_dask.store.template import (
+    VELOCITY_ENCODINGS,
+    append_template,
+    undo_interrupted_append,
+    write_template,
+)
 from itslive_dask.table import granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
@@ -310,6 +315,10 @@ def _build_map(
     ) as c:
         if mode in ("resume", "append"):
             remove_leftovers(target)
+            if state is not None and state.get("template_complete") is not False:
+                cut = _store_step(target, "rolling back an interrupted append", undo_interrupted_append, target, state)
+                if cut:
+                    log.info("rolled back the unrecorded layers of an interrupted append in %s", display(target))
         if plan is not None:
             write_template(
                 plan, target, zarr_format=zarr_format, overwrite=(mode in ("overwrite", "resume")),
