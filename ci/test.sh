@@ -17,6 +17,6 @@ status=0
 #    a second invocation so a developer can still run the first one alone with
 #    `pytest` (or skip this one: ITSLIVE_SKIP_RELIABILITY=1 bash ci/test.sh)
 if [ "$#" -eq 0 ] && [ "${ITSLIVE_SKIP_RELIABILITY:-0}" != "1" ]; then
-  .venv/bin/python -m pytest -m reliability || status=$?
+  .venv/bin/python -m pytest -m "reliability and not slow" || status=$?
 fi
 exit "$status"

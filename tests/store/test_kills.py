@@ -630,6 +630,7 @@ def sweep_points(sc: Scenario, trace: WriteTrace, total_new_markers: int) -> lis
     return points
 
 
+@pytest.mark.slow  # ~23 min for its 40 kills: outside CI's time budget (run it with -m slow)
 @pytest.mark.reliability
 @pytest.mark.parametrize("store_kind", ["local", "s3"])
 @pytest.mark.parametrize("kind", ["create", "append", "timeseries"])
