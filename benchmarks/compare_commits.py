@@ -26,7 +26,8 @@ _CHILD = """
 import json, sys
 from bench_graph import run_graph
 rows = run_graph(sizes=tuple(int(s) for s in sys.argv[1].split(",")))["rows"]
-keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s")
+keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s",
+        "rss_before_mb", "peak_rss_mb")
 print(json.dumps([{k: r[k] for k in keep} for r in rows]))
 """
 
@@ -35,7 +36,11 @@ def run_once(checkout: str, sizes: str) -> list[dict]:
     """One run of the graph benchmark against ``checkout``'s package."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(checkout).resolve()), str(HERE)]))
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _CHILD, sizes], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-W", "ignore", "-c", _CHILD, sizes],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -53,11 +58,18 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             for r in run_once(checkout, args.sizes):
                 key = (label, r["granules"], r["chunking"])
-                print(f"round {rnd + 1} {label} load {load:.1f} {r['granules']} {r['chunking']}: plan {r['plan_s']:.2f} s, "
-                      f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s, tasks {r['tasks']}", flush=True)
+                print(
+                    f"round {rnd + 1} {label} load {load:.1f} {r['granules']} {r['chunking']}: plan {r['plan_s']:.2f} s, "
+                    f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s, tasks {r['tasks']}, "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB)",
+                    flush=True,
+                )
                 if key not in best or r["total_s"] < best[key]["total_s"]:
                     best[key] = r
-    print("\nbest of the rounds (total s): " + json.dumps({" ".join(map(str, k)): round(v["total_s"], 2) for k, v in best.items()}))
+    print(
+        "\nbest of the rounds (total s): "
+        + json.dumps({" ".join(map(str, k)): round(v["total_s"], 2) for k, v in best.items()})
+    )
     return 0
 
 
