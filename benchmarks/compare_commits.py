@@ -24,25 +24,39 @@ HERE = Path(__file__).resolve().parent
 
 _CHILD = """
 import json, sys
+import itslive_dask
 from bench_graph import run_graph
 rows = run_graph(sizes=tuple(int(s) for s in sys.argv[1].split(",")))["rows"]
 keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s",
         "rss_before_mb", "peak_rss_mb")
-print(json.dumps([{k: r[k] for k in keep} for r in rows]))
+print(json.dumps([{"package": itslive_dask.__file__, **{k: r[k] for k in keep}} for r in rows]))
 """
 
 
 def run_once(checkout: str, sizes: str) -> list[dict]:
-    """One run of the graph benchmark against ``checkout``'s package."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(checkout).resolve()), str(HERE)]))
+    """One run of the graph benchmark against ``checkout``'s package.
+
+    The child runs in ``checkout`` with ``-P``: ``python -c`` otherwise puts its working
+    directory first on ``sys.path``, and run from a repository root it imported that
+    root's package for both checkouts. The package it imported is checked.
+    """
+    root = Path(checkout).resolve()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(HERE)]))
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _CHILD, sizes],
+        [sys.executable, "-P", "-W", "ignore", "-c", _CHILD, sizes],
         env=env,
+        cwd=root,
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    for r in rows:
+        if not Path(r["package"]).resolve().is_relative_to(root):
+            raise RuntimeError(
+                f"{checkout}: the child imported {r['package']}, not this checkout's package"
+            )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

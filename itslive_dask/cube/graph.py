@@ -1,4 +1,4 @@
-"""The cube's Dask graph and its xarray dataset: one task per output block.
+"""The cube's Dask graph and its xarray dataset: one task per output block that reads.
 
 :func:`cube_from_plan` turns a :class:`~itslive_dask.cube.plan.CubePlan` into a lazy
 ``xarray.Dataset`` whose blocks are computed by :func:`itslive_dask.cube.kernel.read_block`;
