@@ -492,29 +492,45 @@ def footprint_tile_pairs(
     if not len(footprints) or not len(parts):
         return none, none
     q = 8  # segments per quarter circle of the grown parts' corners
-    # a polygon buffer's corner vertices lie on the circle, so the buffer is inside the true
-    # (round) one; grown by 1/cos(pi/4q) it contains it. Pairs of the first are pairs; the
-    # few more of the second are tested with the exact distance.
+    n_parts = len(parts)
+    # 1. sure pairs: a polygon buffer's corner vertices lie on the circle, so the buffer is
+    #    inside the true (round) one
     inner = shapely.STRtree(shapely.buffer(parts, distance, quad_segs=q))
     gran, tile = inner.query(footprints, predicate="intersects")
-    outer_r = distance / np.cos(np.pi / (4 * q)) * (1 + 1e-9)
-    outer = shapely.STRtree(shapely.buffer(parts, outer_r, quad_segs=q))
-    og, ot = outer.query(footprints, predicate="intersects")
-    n_parts = len(parts)
+    # pairs as one int64 code each (footprint * n_parts + part): one sort, no lexsort
     sure = np.sort(gran.astype(np.int64) * n_parts + tile)
-    maybe = og.astype(np.int64) * n_parts + ot
-    if len(sure):
-        found = sure[np.minimum(np.searchsorted(sure, maybe), len(sure) - 1)] == maybe
-        extra = maybe[~found]
+    # 2. candidates: grown by 1/cos(pi/4q), the polygon buffer contains the true one;
+    #    footprints that meet it and are not sure pairs get the exact distance test
+    outer_r = distance / np.cos(np.pi / (4 * q)) * (1 + 1e-9)
+    x0, y0, x1, y1 = shapely.bounds(parts).T
+    boxes = shapely.box(x0 - outer_r, y0 - outer_r, x1 + outer_r, y1 + outer_r)
+    bg, bt = shapely.STRtree(boxes).query(footprints)  # envelopes only: cheap
+    maybe = _not_in(bg.astype(np.int64) * n_parts + bt, sure)
+    outer = shapely.buffer(parts, outer_r, quad_segs=q)
+    if len(maybe) <= len(sure) // 2:
+        # footprints aligned with the grid (e.g. granules in the cube's CRS): few
+        # candidates, tested pair by pair
+        fg, ft = np.divmod(maybe, n_parts)
+        meet = shapely.intersects(footprints[fg], outer[ft])
+        maybe = maybe[meet]
     else:
-        extra = maybe
-    if len(extra):
-        eg, et = extra // n_parts, extra % n_parts
-        near = shapely.dwithin(footprints[eg], parts[et], distance)
-        gran = np.concatenate([gran, eg[near]])
-        tile = np.concatenate([tile, et[near]])
-    order = np.lexsort((tile, gran))
-    return gran[order].astype(np.int64), tile[order].astype(np.int64)
+        # rotated footprints: many envelope candidates; one more pass over a tree is cheaper
+        og, ot = shapely.STRtree(outer).query(footprints, predicate="intersects")
+        maybe = _not_in(og.astype(np.int64) * n_parts + ot, sure)
+    if len(maybe):
+        fg, ft = np.divmod(maybe, n_parts)
+        near = shapely.dwithin(footprints[fg], parts[ft], distance)
+        if near.any():
+            sure = np.sort(np.concatenate([sure, maybe[near]]))
+    return sure // n_parts, sure % n_parts
+
+
+def _not_in(codes: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
+    """The entries of ``codes`` that are not in ``sorted_codes`` (sorted, int64)."""
+    if not len(sorted_codes) or not len(codes):
+        return codes
+    at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+    return codes[sorted_codes[at] != codes]
 
 
 def block_membership(
@@ -543,25 +559,27 @@ def block_membership(
     if not len(layer):
         return BlockMembership.empty()
     tb = (layer + t_offset) // t_chunk
-    span = [
-        int(tb.max()) + 1,
-        int(tile[:, 0].max()) + 1,
-        int(tile[:, 1].max()) + 1,
-        int(layer.max()) + 1,
-    ]
-    if min(tb.min(), tile.min(), layer.min()) >= 0 and float(np.prod(span, dtype=float)) < 2.0**62:
-        # one int64 code per pair: a single sort instead of a 4-key lexsort
-        code = ((tb * span[1] + tile[:, 0]) * span[2] + tile[:, 1]) * span[3] + layer
-        order = np.argsort(code, kind="stable")
+    span = [int(tb.max()) + 1, int(tile[:, 0].max()) + 1, int(tile[:, 1].max()) + 1]
+    n_layers = int(layer.max()) + 1
+    if (
+        min(tb.min(), tile.min(), layer.min()) < 0
+        or float(np.prod(span, dtype=float)) * n_layers >= 2.0**62
+    ):
+        order = np.lexsort((layer, tile[:, 1], tile[:, 0], tb))  # no int64 code fits
+        block = ((tb * span[1] + tile[:, 0]) * span[2] + tile[:, 1])[order]
+        lay = layer[order]
+        keep = np.concatenate([[True], (block[1:] != block[:-1]) | (lay[1:] != lay[:-1])])
+        block, lay = block[keep], lay[keep]
     else:
-        order = np.lexsort((layer, tile[:, 1], tile[:, 0], tb))
-    keys = np.stack([tb, tile[:, 0], tile[:, 1]], axis=1)[order]
-    lay = layer[order]
-    new_key = np.concatenate([[True], np.any(keys[1:] != keys[:-1], axis=1)])
-    keep = new_key | np.concatenate([[True], lay[1:] != lay[:-1]])  # drop repeated pairs
-    keys, lay, new_key = keys[keep], lay[keep], new_key[keep]
-    starts = np.flatnonzero(new_key)
-    return BlockMembership(keys[starts], np.append(starts, len(lay)), lay)
+        # one int64 code per pair, (block, layer) in lexicographic order: one sort
+        code = np.sort(((tb * span[1] + tile[:, 0]) * span[2] + tile[:, 1]) * n_layers + layer)
+        code = code[np.concatenate([[True], code[1:] != code[:-1]])]  # drop repeated pairs
+        block, lay = np.divmod(code, n_layers)
+    starts = np.flatnonzero(np.concatenate([[True], block[1:] != block[:-1]]))
+    first = block[starts]
+    rest, ix = np.divmod(first, span[2])
+    tb_, iy = np.divmod(rest, span[1])
+    return BlockMembership(np.stack([tb_, iy, ix], axis=1), np.append(starts, len(lay)), lay)
 
 
 def _footprints_in(footprints: np.ndarray, epsg: int) -> np.ndarray:

@@ -108,15 +108,22 @@ def test_footprint_tile_pairs_hand_computed():
     assert 2 not in set(g_old.tolist())
 
 
-def test_footprint_tile_pairs_equal_brute_force_distance():
-    """Random rotated footprints and region-clipped tile parts: the pairs are exactly
-    those that ``shapely.dwithin`` finds by testing every pair."""
+@pytest.mark.parametrize("shape", ["aligned", "rotated", "diagonal strips"])
+def test_footprint_tile_pairs_equal_brute_force_distance(shape):
+    """Random footprints and region-clipped tile parts: the pairs are exactly those that
+    ``shapely.dwithin`` finds by testing every pair. Footprints aligned with the grid or
+    rotated leave few envelope candidates (tested pair by pair); long diagonal strips
+    leave many (a second tree pass): both ways give the same, exact, pairs."""
     rng = np.random.default_rng(11)
     region = shapely.Polygon([(0, 0), (2000, 300), (1700, 2000), (200, 1500)])
     _, parts = tile_parts(GRID, region, (4, 4))
     n = 400
     cx, cy = rng.uniform(-800, 2800, n), rng.uniform(-800, 2800, n)
     w, h, ang = rng.uniform(20, 600, n), rng.uniform(20, 600, n), rng.uniform(0, np.pi, n)
+    if shape == "aligned":
+        ang = np.zeros(n)
+    elif shape == "diagonal strips":
+        w, h, ang = rng.uniform(1500, 2500, n), np.full(n, 20.0), np.full(n, np.pi / 4)
     feet = []
     for i in range(n):
         c, s = np.cos(ang[i]), np.sin(ang[i])
