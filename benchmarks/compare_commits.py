@@ -28,7 +28,7 @@ import itslive_dask
 from bench_graph import run_graph
 rows = run_graph(sizes=tuple(int(s) for s in sys.argv[1].split(",")))["rows"]
 keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s",
-        "rss_before_mb", "peak_rss_mb")
+        "rss_before_mb", "peak_rss_mb", "plan_cpu_s", "graph_cpu_s")
 print(json.dumps([{"package": itslive_dask.__file__, **{k: r[k] for k in keep}} for r in rows]))
 """
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 key = (label, r["granules"], r["chunking"])
                 print(
                     f"round {rnd + 1} {label} load {load:.1f} {r['granules']} {r['chunking']}: plan {r['plan_s']:.2f} s, "
-                    f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s, tasks {r['tasks']}, "
+                    f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s (CPU: plan {r['plan_cpu_s']:.2f} s, "
+                    f"graph {r['graph_cpu_s']:.2f} s), tasks {r['tasks']}, "
                     f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB)",
                     flush=True,
                 )
