@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import best_of, peak_rss_self, profile_summary
+from bench_common import best_of, md_table, peak_rss_self, profile_summary
 
 from itslive_dask.cache import LRU
 
@@ -341,11 +341,232 @@ def _blocks_main(spec_path: str) -> None:
     sys.stdout.write(json.dumps(out) + "\n")
 
 
+#: Tiles of the lattice benchmark: (target EPSG, source EPSG, lon, lat), the worst cases of
+#: tests/cube/test_reproject.py plus the section-3 baseline (Pine Island, EPSG:3031 -> 32714).
+LATTICE_CASES = [
+    ("3031 <- 32714 (section 3 baseline)", 3031, 32714, -100.0, -75.0),
+    ("3413 <- 32633, 9E 80N", 3413, 32633, 9.0, 80.0),
+    ("3031 <- 32719, 66W 70S", 3031, 32719, -66.0, -70.0),
+    ("3413 <- 32633, 15E 89.5N", 3413, 32633, 15.0, 89.5),
+]
+
+
+def run_lattice(tiles: tuple[int, ...] = (256, 512, 1024), repeat: int = 3) -> dict[str, Any]:
+    """``source_geometry`` per pixel (``exact=True``) vs on the rotation lattice, alternated,
+    best of ``repeat``; with the largest angle difference between the two over the tile."""
+    from pyproj import Transformer
+
+    from itslive_dask.cube.reproject import source_geometry
+
+    rows = []
+    for label, tgt, src, lon, lat in LATTICE_CASES:
+        cx, cy = Transformer.from_crs(4326, tgt, always_xy=True).transform(lon, lat)
+        for n in tiles:
+            x = np.floor(cx / 120) * 120 + 52.5 + 120.0 * (np.arange(n) - n // 2)
+            y = np.floor(cy / 120) * 120 + 67.5 - 120.0 * (np.arange(n) - n // 2)
+            xx, yy = np.meshgrid(x, y)
+            tr = Transformer.from_crs(tgt, src, always_xy=True)
+            t_one, _ = best_of(lambda tr=tr, xx=xx, yy=yy: tr.transform(xx, yy), repeat)
+            t_exact = t_lattice = float("inf")
+            for _ in range(repeat):  # alternated, so both see the same load
+                t0 = time.perf_counter()
+                ex = source_geometry(x, y, tgt, src, exact=True)
+                t_exact = min(t_exact, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                la = source_geometry(x, y, tgt, src)
+                t_lattice = min(t_lattice, time.perf_counter() - t0)
+            err = np.abs(
+                np.arctan2(ex.sin * la.cos - ex.cos * la.sin, ex.cos * la.cos + ex.sin * la.sin)
+            )
+            rows.append(
+                {
+                    "case": label,
+                    "tile": n,
+                    "pyproj_one_pass_ms": 1e3 * t_one,
+                    "exact_ms": 1e3 * t_exact,
+                    "lattice_ms": 1e3 * t_lattice,
+                    "speedup": t_exact / t_lattice,
+                    "max_angle_err_rad": float(np.nanmax(err)),
+                    "positions_identical": bool(
+                        np.array_equal(ex.xs, la.xs) and np.array_equal(ex.ys, la.ys)
+                    ),
+                }
+            )
+            log.info("lattice %s %d: %s", label, n, rows[-1])
+    return {"rows": rows}
+
+
+def run_cold_block(plan, repeat: int = 3) -> dict[str, Any]:
+    """The busiest block of ``plan``, cold caches, with the per-pixel geometry and with the
+    lattice, alternated ``repeat`` times (the kernel's ``source_geometry`` swapped in place)."""
+    import functools
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.reproject import source_geometry
+
+    block = _busiest_block(plan)
+    cfg, refs, rows, cols, nt = block_inputs(plan, block)
+    times: dict[str, list[float]] = {"exact": [], "lattice": []}
+    outs = {}
+    try:
+        for _ in range(repeat):
+            for mode in ("exact", "lattice"):
+                B.source_geometry = functools.partial(source_geometry, exact=(mode == "exact"))
+                _clear_caches(B)
+                t0 = time.perf_counter()
+                outs[mode] = B.read_block(cfg, refs, rows, cols, nt)
+                times[mode].append(time.perf_counter() - t0)
+    finally:
+        B.source_geometry = source_geometry
+    epsgs = sorted({r.epsg for _, r in refs})
+    return {
+        "block": list(block),
+        "granules": len(refs),
+        "source_epsgs": epsgs,
+        "tile": [rows[1] - rows[0], cols[1] - cols[0]],
+        "exact_s": times["exact"],
+        "lattice_s": times["lattice"],
+        "best_speedup": min(times["exact"]) / min(times["lattice"]),
+    }
+
+
+#: Worker environments of the end-to-end malloc comparison (``None``: unset the variable).
+E2E_MALLOC: dict[str, dict[str, str | None]] = {
+    "distributed default (trim 64 KiB)": {},
+    "package (trim 64 KiB + mmap 64 MiB)": {"MALLOC_MMAP_THRESHOLD_": str(2**26)},
+    "glibc defaults (no variable)": {"MALLOC_TRIM_THRESHOLD_": None},
+}
+
+
+def _worker_usage() -> dict[str, float]:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "minor_faults": float(ru.ru_minflt),
+        "peak_rss_mb": peak_rss_self() / 2**20,
+    }
+
+
+def _boot_malloc_environ() -> str:
+    """The MALLOC_ variables a worker process was started with (``/proc/self/environ``)."""
+    with open("/proc/self/environ", "rb") as f:
+        items = [i.decode() for i in f.read().split(b"\0") if i.startswith(b"MALLOC_")]
+    return " ".join(sorted(items)) or "(none)"
+
+
+def run_malloc_e2e(
+    table, geojson, workdir: str, repeat: int = 2, n_workers: int = 2
+) -> dict[str, Any]:
+    """``write_cube`` of ``table`` on a fresh 2-worker LocalCluster per run, with each worker
+    environment of :data:`E2E_MALLOC` in turn (alternated ``repeat`` times): wall time, the
+    workers' CPU time, minor page faults and peak RSS (from ``getrusage`` in each worker)."""
+    import os
+    import shutil
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    import itslive_dask
+
+    rows = []
+    for rep in range(repeat):
+        for label, env in E2E_MALLOC.items():
+            base = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+            base.pop("MALLOC_MMAP_THRESHOLD_", None)
+            cfg = {**base, **env}
+            store = Path(workdir) / "malloc-e2e.zarr"
+            shutil.rmtree(store, ignore_errors=True)
+            # the nannies copy their pre-spawn environment into this process's os.environ and
+            # never take it back: clear every MALLOC_ variable before each start, or the
+            # previous setting leaks into the next run's workers
+            for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+                del os.environ[key]
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": cfg}):
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
+                    memory_limit="2GiB",
+                )
+            try:
+                client_boot = None
+                with Client(cluster) as client:
+                    client_boot = client.run(_boot_malloc_environ)
+                    before = client.run(_worker_usage)
+                    t0 = time.perf_counter()
+                    res = itslive_dask.write_cube(table, str(store), geojson, client=client)
+                    elapsed = time.perf_counter() - t0
+                    after = client.run(_worker_usage)
+            finally:
+                cluster.close()
+                for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+                    del os.environ[key]
+            boot = sorted({v for v in (client_boot or {}).values()})
+            rows.append(
+                {
+                    "setting": label,
+                    "worker_boot_env": boot[0] if len(boot) == 1 else boot,
+                    "repetition": rep,
+                    "granules": len(table),
+                    "blocks": res.blocks_written,
+                    "wall_s": elapsed,
+                    "worker_cpu_s": sum(after[w]["cpu_s"] - before[w]["cpu_s"] for w in after),
+                    "worker_minor_faults": sum(
+                        after[w]["minor_faults"] - before[w]["minor_faults"] for w in after
+                    ),
+                    "worker_peak_rss_mb": max(after[w]["peak_rss_mb"] for w in after),
+                }
+            )
+            log.info("malloc e2e %s: %s", label, rows[-1])
+    return {"rows": rows}
+
+
+def _main(argv: list[str]) -> None:
+    """``python bench_read.py lattice|coldblock|malloc-e2e [--work DIR] [--granules N]``:
+    run one of the issue-11 comparisons and print its rows as a markdown table and JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="bench_read.py")
+    parser.add_argument("what", choices=["lattice", "coldblock", "malloc-e2e"])
+    parser.add_argument("--work", default="/tmp/itslive-bench/work-read")
+    parser.add_argument("--granules", type=int, default=120)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    if args.what == "lattice":
+        out = run_lattice(repeat=args.repeat)
+    else:
+        from bench_common import synthetic_archive
+
+        from itslive_dask.cube.lazy import make_plan
+        from itslive_dask.testing.synthetic import get_region
+
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        table = synthetic_archive(work / f"archive-{args.granules}", args.granules, seed=0)
+        geojson = get_region("svalbard").geojson
+        if args.what == "coldblock":
+            out = run_cold_block(make_plan(table, geojson), repeat=args.repeat)
+        else:
+            out = run_malloc_e2e(table, geojson, str(work), repeat=args.repeat)
+    rows = out.get("rows")
+    if rows:
+        print(md_table(rows, list(rows[0])))
+    print(json.dumps(out, default=str))
+
+
 if __name__ == "__main__":
     import sys as _sys
 
     if len(_sys.argv) == 3 and _sys.argv[1] == "blocks":
         _blocks_main(_sys.argv[2])
+    else:
+        _main(_sys.argv[1:])
 
 
 def run_cache_sweep(plan, max_time_blocks: int = 3) -> dict[str, Any]:

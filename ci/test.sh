@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command for a fresh machine: install, lint, type-check, then run the default test suite (slow
-# benchmarks are excluded by the pytest configuration; run them with `-m slow`).
+# One command for a fresh machine: install, lint, type-check, then run the default test suite and
+# the reliability suite (slow benchmarks are excluded by the pytest configuration; run them with
+# `-m slow`). Exits non-zero if either suite fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/bootstrap.sh
@@ -8,4 +9,14 @@ bash ci/bootstrap.sh
 .venv/bin/mypy
 # the map page's browser tests drive Debian's chromium (installed once per machine)
 bash ci/install-browser.sh || echo "warning: chromium could not be installed; the browser tests will be skipped" >&2
-exec .venv/bin/python -m pytest "$@"
+# 1. the default suite (pyproject's addopts leave out the `slow` benchmarks and the
+#    `reliability` runs); arguments given to this script go to this run only
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+# 2. the reliability suite (fault-injection builds, docs/reliability.md: ~2-3 min on 2 cores),
+#    a second invocation so a developer can still run the first one alone with
+#    `pytest` (or skip this one: ITSLIVE_SKIP_RELIABILITY=1 bash ci/test.sh)
+if [ "$#" -eq 0 ] && [ "${ITSLIVE_SKIP_RELIABILITY:-0}" != "1" ]; then
+  .venv/bin/python -m pytest -m reliability || status=$?
+fi
+exit "$status"

@@ -21,6 +21,17 @@ Which cluster runs a build
     ``gateway.proxy-address``, ``gateway.auth`` in the Dask configuration, which a Pangeo hub
     sets through ``DASK_GATEWAY__ADDRESS``...). dask-gateway is the ``[hub]`` extra.
 
+Worker processes of the LocalCluster started here
+    They start with glibc's own malloc settings (:data:`WORKER_MALLOC_ENV`): distributed's
+    ``MALLOC_TRIM_THRESHOLD_=65536`` is not set for them. Setting that variable at all turns
+    off glibc's dynamic mmap threshold, so every array above 128 KiB is mmap-ed, page-faulted
+    and unmapped afresh: ``write_cube`` of 120 granules took 1.3 M page faults and 8.0 s of
+    worker CPU with it, 0.08 M and 4.6 s without it, for ~10 % more peak RSS
+    (docs/benchmarks.md, section 3). The setting is scoped to that cluster: neither this
+    process's ``os.environ`` nor a cluster started later from it inherits it. Clusters
+    started elsewhere (a scheduler address, a given client, dask-gateway) keep their own
+    settings: docs/cloud.md says how to set it there.
+
 Worker environment
     Before anything is submitted, the workers of a cluster the package did not start itself
     are asked (by a function sent by value, so it runs even where ``itslive_dask`` cannot be
@@ -45,11 +56,14 @@ from urllib.parse import parse_qsl
 from itslive_dask.errors import ClusterError, InvalidInputError
 
 __all__ = [
+    "WORKER_MALLOC_ENV",
     "WORKER_MODULES",
     "check_workers",
     "dask_client",
     "dask_setup",
     "default_workers",
+    "pre_spawn_environ",
+    "release_process_caches",
     "sigint_shield",
     "worker_environments",
 ]
@@ -63,6 +77,13 @@ WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec",
 #: The modules of the block tasks themselves: importing them imports every dependency the
 #: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
 TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
+
+#: glibc malloc settings of the worker processes of a LocalCluster started by
+#: :func:`dask_client` (measured in docs/benchmarks.md, section 3): ``None`` = the variable is
+#: not set, so glibc's dynamic thresholds apply. Applied before the worker process is spawned
+#: (``distributed.nanny.pre-spawn-environ``): glibc reads them once, at the process's first
+#: allocation, so the nanny's ``env=`` (applied after the spawn) is too late for them.
+WORKER_MALLOC_ENV: dict[str, str | None] = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: Seconds to wait for the workers of a new gateway cluster.
 GATEWAY_WORKER_TIMEOUT = 300.0
@@ -193,14 +214,15 @@ def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
     if n < 1 or threads_per_worker < 1:
         raise InvalidInputError("workers and threads per worker must be at least 1")
     try:
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            memory_limit=memory_limit,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
+        with pre_spawn_environ(WORKER_MALLOC_ENV) as restore_environ:
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                memory_limit=memory_limit,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
     except (OSError, ValueError, TypeError) as exc:
         raise ClusterError(f"cannot start a LocalCluster: {exc}") from None
     try:
@@ -208,9 +230,133 @@ def _local(n_workers, threads_per_worker, memory_limit) -> Iterator[Any]:
         try:
             yield c
         finally:
-            c.close()
+            try:
+                _tidy_workers(c)
+            finally:
+                c.close()
     finally:
         cluster.close()
+        restore_environ()  # after a nanny restarted its worker (and set os.environ again)
+
+
+def release_process_caches() -> dict[str, float]:
+    """Empty this process's ``itslive_dask`` caches and exempt what is left from the garbage
+    collector: what a worker of a package-started cluster runs before it is closed.
+
+    A worker after a build holds up to ~1 GiB of cached geometry, headers and decoded chunks
+    (``LRU`` and ``ChunkCache`` objects of the package's modules) and ~10^5 tracked objects.
+    Tearing that down inside the interpreter's exit took longer than the 4 s distributed's
+    nanny waits for its worker at ``cluster.close()`` (0.8 x its 5 s close timeout) on a busy
+    machine, and the nanny then killed it (SIGKILL). Done here, while the worker is still up
+    and no timer runs, the worker exits in well under a second.
+
+    Returns
+    -------
+    dict
+        ``caches`` emptied, ``nbytes`` they held, ``seconds`` taken.
+    """
+    import gc
+    import sys
+
+    t0 = time.perf_counter()
+    from itslive_dask.cache import LRU
+
+    kinds: tuple[type, ...] = (LRU,)
+    ranged = sys.modules.get("itslive_dask.io.ranged")
+    if ranged is not None:
+        kinds = (*kinds, ranged.ChunkCache)
+    caches: list[Any] = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "itslive_dask" or name.startswith("itslive_dask.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, kinds):
+                caches.append(value)
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, kinds) for v in value.values())
+            ):
+                caches.extend(value.values())
+    nbytes = 0
+    for cache in caches:
+        nbytes += int(getattr(cache, "nbytes", 0) or 0)
+        cache.clear()
+    gc.collect()
+    gc.freeze()  # the interpreter's exit no longer walks the objects that remain
+    return {
+        "caches": float(len(caches)),
+        "nbytes": float(nbytes),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _tidy_workers(client: Any) -> None:
+    """Run :func:`release_process_caches` on every worker (best effort: a failure is logged)."""
+    try:
+        done = client.run(release_process_caches, wait=True, on_error="return")
+    except Exception as exc:  # closing anyway: the worker only exits more slowly
+        log.debug("could not release the workers' caches before closing: %s", exc)
+        return
+    log.debug("workers' caches released before closing: %s", done)
+
+
+@contextlib.contextmanager
+def pre_spawn_environ(extra: dict[str, str | None]) -> Iterator[Callable[[], None]]:
+    """Spawn the worker processes of the nannies created inside the block with ``extra`` in
+    their environment (``None``: without that variable), without leaving it in this process's
+    ``os.environ``.
+
+    distributed copies ``distributed.nanny.pre-spawn-environ`` into the nanny's process's
+    ``os.environ`` just before it spawns the worker (so the new process has it from its first
+    instruction), and never takes it back; a LocalCluster's nannies live in this process.
+    Inside the block that configuration key carries ``extra`` in place of distributed's
+    defaults for the same variables (a value the user configured differently is kept), and a
+    variable ``extra`` unsets is also lifted from ``os.environ`` when it holds exactly
+    distributed's default (what an earlier cluster's nanny left there); any other value in
+    ``os.environ`` is the user's and wins, as in distributed. Leaving the block puts every
+    variable the nannies may have set (these, the configuration's own, ``PYTHONHASHSEED``)
+    back as it was, so neither this process nor a cluster started later from it inherits
+    them. A nanny keeps what it was created with: when it restarts its worker it applies it
+    again (to the new worker, and to ``os.environ``); call the yielded ``restore()`` again
+    once such a cluster is closed.
+
+    Parameters
+    ----------
+    extra
+        Variables for the worker processes, e.g. :data:`WORKER_MALLOC_ENV`.
+    """
+    import dask
+    import distributed  # noqa: F401  (its config defaults must exist before they are read)
+
+    key = "distributed.nanny.pre-spawn-environ"
+    configured = dict(dask.config.get(key, {}) or {})
+    shipped: dict[str, Any] = {}
+    for defaults in dask.config.defaults:
+        nanny = defaults.get("distributed", {}).get("nanny", {})
+        shipped.update(nanny.get("pre-spawn-environ", {}) or {})
+    merged = dict(configured)
+    for name, value in extra.items():
+        if name not in configured or configured[name] == shipped.get(name):
+            merged[name] = value  # ours, unless the user configured another value
+    keys = {*merged, *extra, "PYTHONHASHSEED"}
+    before = {k: os.environ.get(k) for k in keys}
+
+    def restore() -> None:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    for name, value in extra.items():
+        if value is None and name in shipped and os.environ.get(name) == str(shipped[name]):
+            del os.environ[name]  # a nanny's leftover, not the user's choice
+    try:
+        with dask.config.set({key: merged}):
+            yield restore
+    finally:
+        restore()
 
 
 # --------------------------------------------------------------------------- dask-gateway

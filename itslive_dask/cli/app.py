@@ -777,9 +777,20 @@ def cube(
     retries: Annotated[
         int,
         typer.Option(
-            "--retries", help="Attempts for transient read errors.", rich_help_panel="Dask"
+            "--retries",
+            help="Extra attempts of a granule read after a transient error.",
+            rich_help_panel="Dask",
         ),
     ] = 3,
+    retry_budget: Annotated[
+        float,
+        typer.Option(
+            "--retry-budget",
+            help="Seconds one granule may spend on failed attempts and back-off (> 0); "
+            "a granule that keeps failing is then in the ledger.",
+            rich_help_panel="Dask",
+        ),
+    ] = 8.0,
     storage_option: StorageOpt = None,
     anon: AnonOpt = False,
     store_option: Annotated[
@@ -812,6 +823,10 @@ def cube(
         raise InvalidInputError(f"--zarr-format must be 2 or 3, got {zarr_format}")
     if workers is not None and workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    if retries < 0:
+        raise InvalidInputError(f"--retries must be 0 or more, got {retries}")
+    if not (0 < retry_budget < float("inf")):
+        raise InvalidInputError(f"--retry-budget must be a number of seconds > 0, got {retry_budget}")
     if scheduler is not None and workers is not None:
         raise InvalidInputError(
             "--workers sizes a LocalCluster; with --scheduler the cluster is already sized"
@@ -855,7 +870,7 @@ def cube(
         ui, source, output, spec=spec, storage_options=so, store_options=sto, mode=mode,
         zarr_format=zarr_format, scheduler=scheduler, n_workers=workers,
         threads_per_worker=threads_per_worker, memory_limit=memory_limit, retries=retries,
-        layout=layout, velocity_encoding=velocity_encoding,
+        retry_budget=retry_budget, layout=layout, velocity_encoding=velocity_encoding,
     )  # fmt: skip
     _cube_summary(result, counts, time.perf_counter() - t_start)
 
@@ -1098,6 +1113,8 @@ def info(
         "ledger",
         f"{len(ledger.get('failed', []))} failed, {len(ledger.get('skipped', []))} skipped granules",
     )
+    if state.get("lease"):  # a build is writing the store now (or was killed: stale)
+        t.add_row("lease", str(state["lease"]["text"]))
     ui.out.print(t)
     ct = Table(title="layers per year and sensor", title_justify="left", header_style="bold")
     ct.add_column("year")

@@ -101,7 +101,12 @@ COORD_ATTRS: dict[str, dict[str, str]] = {
 
 
 def cube_from_plan(
-    plan: CubePlan, *, storage_options: StorageOptions | None = None, on_error: str = "raise"
+    plan: CubePlan,
+    *,
+    storage_options: StorageOptions | None = None,
+    on_error: str = "raise",
+    retries: int = 3,
+    retry_budget: float = BlockConfig.budget,
 ) -> xr.Dataset:
     """Build the lazy Dataset of a plan: one task per block that reads, shared config once.
 
@@ -114,7 +119,8 @@ def cube_from_plan(
     With ``on_error="skip"`` a granule that fails while a block is computed leaves its layer
     NaN in that block, and the lazy per-layer coordinate ``granule_status`` (0 read,
     1 failed) says so; granules left out when planning are listed in
-    ``ds.attrs["unreadable_granules"]``.
+    ``ds.attrs["unreadable_granules"]``. ``retries`` and ``retry_budget`` (seconds per
+    granule) bound the reads of each granule (:class:`~itslive_dask.io.fetch.RetryPolicy`).
     """
     with gc_paused():
         return _cube_from_plan(plan, storage_options, on_error)
@@ -126,7 +132,7 @@ def _cube_from_plan(
     region_wkb = shapely.to_wkb(plan.region)
     # storage options enter the key as a digest only: never in a key name
     token = dask.base.tokenize(
-        plan.token, dask.base.tokenize(dict(storage_options or {})), on_error
+        plan.token, dask.base.tokenize(dict(storage_options or {})), on_error, retries, retry_budget
     )
     cfg = BlockConfig(
         grid=plan.grid,
@@ -134,6 +140,8 @@ def _cube_from_plan(
         resampling=plan.resampling,
         region_wkb=region_wkb,
         storage_options=dict(storage_options or {}),
+        retries=retries,
+        budget=retry_budget,
         session=token,
     )
     name = f"itslive-blocks-{token}"

@@ -29,7 +29,7 @@ from itslive_dask.errors import GranuleError
 from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.granule.info import CATEGORICAL_VARIABLES
 from itslive_dask.io.fetch import RetryPolicy
-from itslive_dask.io.reader import ReaderFactory, default_reader
+from itslive_dask.io.reader import HeaderRecords, ReaderFactory, default_reader
 from itslive_dask.io.urls import redact_url
 from itslive_dask.types import GranuleRef
 
@@ -67,12 +67,19 @@ class BlockConfig:
         retried).
     backoff
         First back-off delay in seconds (doubled at each attempt).
+    budget
+        Seconds one granule may spend on failed attempts and back-off (header and windows
+        together), see :class:`~itslive_dask.io.fetch.RetryPolicy`.
     session
         Scope of the per-process byte and header caches: one build never sees bytes cached
         by another (objects can be repaired between a build and its resume).
     reader
         Factory of the :class:`~itslive_dask.io.reader.GranuleReader` that reads each
         granule (a picklable, module-level callable).
+    headers
+        Where the build keeps granule headers between runs (a
+        :class:`~itslive_dask.io.reader.HeaderRecords`, e.g. the output store's
+        :class:`~itslive_dask.store.headers.StoreHeaders`); None keeps them per process only.
     """
 
     grid: TargetGrid
@@ -82,13 +89,15 @@ class BlockConfig:
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     retries: int = 3
     backoff: float = 0.2
+    budget: float = RetryPolicy.budget
     session: str = ""
     reader: ReaderFactory = default_reader
+    headers: HeaderRecords | None = None
 
     @property
     def policy(self) -> RetryPolicy:
         """The retry policy of granule reads."""
-        return RetryPolicy(retries=self.retries, backoff=self.backoff)
+        return RetryPolicy(retries=self.retries, backoff=self.backoff, budget=self.budget)
 
 
 @dataclass
@@ -201,27 +210,29 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
     if known is not None:  # spent its retry budget in this build and process already
         raise GranuleError(ref.url, f"{known[0]} (not retried in this block)", known[1], 0.0)
     with cfg.reader(ref.url, cfg.storage_options, cfg.policy, cfg.session) as reader:
+        used: dict[str, bool] = {}
         try:
-            info = INFO_CACHE.get(key, reader.header)
-            if info.epsg != ref.epsg:
-                raise GranuleError(
-                    ref.url, f"file is in EPSG:{info.epsg} but the search table says EPSG:{ref.epsg}"
-                )
-            geom = _geometry(cfg.grid, (rows_s.start, rows_s.stop), (cols_s.start, cols_s.stop), info.epsg)
-            fi = fractional_index(geom.ys.ravel()[inside], info.y)
-            fj = fractional_index(geom.xs.ravel()[inside], info.x)
-            win = source_window(fi, fj, info.shape, cfg.resampling)
-            if win is None:
-                return
-            window = reader.window(info, to_read, win.rows, win.cols)
+            try:
+                found = _window(cfg, ref, reader, rows_s, cols_s, inside, to_read, used=used)
+            except GranuleError:
+                if not used.get("stored"):
+                    raise
+                # the header kept by an earlier build did not fit the object: read it again
+                cfg.headers.discard(ref.url)
+                forget = getattr(reader, "forget", None)
+                if forget is not None:
+                    forget()
+                found = _window(cfg, ref, reader, rows_s, cols_s, inside, to_read, used=None)
         except GranuleError as exc:
-            INFO_CACHE.discard(key)
             exc.attempts = max(int(getattr(exc, "attempts", 1)), int(getattr(reader, "attempts", 1)))
             exc.seconds = max(float(getattr(exc, "seconds", 0.0)), float(getattr(reader, "seconds", 0.0)))
             if exc.attempts > 1:  # retried and still failing: other tiles need not wait again
                 problem, attempts = exc.problem, exc.attempts
                 FAILED_CACHE.get(key, lambda: (problem, attempts))
             raise
+    if found is None:
+        return
+    geom, win, window = found
     sel = inside[win.keep]
     methods = {n: "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling for n in to_read}
     sampled = {n: sample(window[n], win.fi, win.fj, methods[n]) for n in to_read}
@@ -235,6 +246,45 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
         flat[k, sel] = sampled[name]
 
 
+def _window(cfg, ref, reader, rows_s, cols_s, inside, to_read, *, used):
+    """``(geometry, source window, decoded window)`` of one granule, or None when the
+    block's pixels fall outside it. ``used``: None to ignore kept headers, else a dict in
+    which ``"stored"`` tells whether a kept header was used."""
+    info = _header(cfg, ref, reader, to_read, used=used)
+    if info.epsg != ref.epsg:
+        raise GranuleError(
+            ref.url, f"file is in EPSG:{info.epsg} but the search table says EPSG:{ref.epsg}"
+        )
+    geom = _geometry(cfg.grid, (rows_s.start, rows_s.stop), (cols_s.start, cols_s.stop), info.epsg)
+    fi = fractional_index(geom.ys.ravel()[inside], info.y)
+    fj = fractional_index(geom.xs.ravel()[inside], info.x)
+    win = source_window(fi, fj, info.shape, cfg.resampling)
+    if win is None:
+        return None
+    return geom, win, reader.window(info, to_read, win.rows, win.cols)
+
+
+def _header(cfg, ref, reader, names, *, used):
+    """The light header of a granule: from the build's kept records when there is one (no
+    request), else from the reader (then kept for later builds when the reader offers a
+    record)."""
+    headers = cfg.headers
+    if headers is not None and used is not None:
+        record = headers.get(ref.url)
+        adopt = getattr(reader, "adopt", None)
+        if record is not None and adopt is not None:
+            grid = adopt(record, names)
+            if grid is not None:
+                used["stored"] = True
+                return grid
+    info = reader.header(names)
+    if headers is not None:
+        record = getattr(reader, "record", lambda: None)()
+        if record is not None:
+            headers.put(ref.url, record)
+    return info
+
+
 #: (grid, rows, cols, source EPSG) -> SourceGeometry; shared by all tasks of a worker process.
 #: 256 MiB holds e.g. 4 source CRSs x 8 tiles of 512 x 512 pixels.
 GEOMETRY_CACHE: LRU = LRU(maxsize=4096, maxbytes=256 * 2**20)
@@ -244,9 +294,6 @@ MASK_CACHE: LRU = LRU(maxsize=4096, maxbytes=64 * 2**20)
 #: and process; the other blocks that need them fail at once (the ledger names them in every
 #: block, and ``resume`` retries them with a fresh budget).
 FAILED_CACHE: LRU = LRU(maxsize=4096)
-#: (session, granule URL) -> GranuleInfo (header), so a granule read for several tiles is
-#: parsed once per process.
-INFO_CACHE: LRU = LRU(maxsize=1024)
 
 
 def _geometry(grid: TargetGrid, rows, cols, epsg: int):

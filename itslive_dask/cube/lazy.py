@@ -19,14 +19,16 @@ import xarray as xr
 from itslive_dask.cube.graph import cube_from_plan
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError
+from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.io.listing import list_granules
 from itslive_dask.spec import CubeSpec
 from itslive_dask.table import granule_table, validate_granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
-__all__ = ["make_plan", "open_cube", "resolve_granules"]
+__all__ = ["granule_sources", "make_plan", "open_cube", "resolve_granules"]
 
 log = logging.getLogger(__name__)
+
 
 def open_cube(
     granules: Granules,
@@ -41,6 +43,8 @@ def open_cube(
     resampling: Resampling | None = None,
     storage_options: StorageOptions | None = None,
     on_error: str = "raise",
+    retries: int = 3,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
 ) -> xr.Dataset:
     """Open a lazy, reprojected, clipped, time-stacked velocity cube.
 
@@ -79,6 +83,14 @@ def open_cube(
         (JSON); a granule that fails while blocks are computed leaves its layer NaN there and
         is flagged in the lazy coordinate ``granule_status`` (0 read, 1 failed).
         :func:`itslive_dask.write_cube` always records failures in its ledger.
+    retries
+        Extra attempts of a granule read after a transient error (network, 5xx, timeouts);
+        missing, forbidden and corrupt objects are not retried.
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, header and windows
+        together (default 8): no new attempt starts when it would pass this. A granule that
+        keeps failing then costs about this long (a stalled connection adds one attempt's
+        timeouts, 3 s + 3 s). Applies to the header reads of bare paths/URLs too.
 
     Returns
     -------
@@ -99,8 +111,15 @@ def open_cube(
         spec, geometry=geometry, bbox=bbox, crs=crs, resolution=resolution,
         variables=variables, chunks=chunks, resampling=resampling,
     )  # fmt: skip
-    plan = make_plan(granules, spec=spec, storage_options=storage_options, on_error=on_error)
-    return cube_from_plan(plan, storage_options=storage_options, on_error=on_error)
+    policy = retry_policy(retries, retry_budget)
+    plan = make_plan(
+        granules, spec=spec, storage_options=storage_options, on_error=on_error,
+        retries=retries, retry_budget=retry_budget,
+    )  # fmt: skip
+    return cube_from_plan(
+        plan, storage_options=storage_options, on_error=on_error, retries=policy.retries,
+        retry_budget=policy.budget,
+    )  # fmt: skip
 
 
 def make_plan(
@@ -117,6 +136,8 @@ def make_plan(
     storage_options: StorageOptions | None = None,
     t_offset: int = 0,
     on_error: str = "raise",
+    retries: int = 3,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
 ) -> CubePlan:
     """Resolve the granules and the spec into a :class:`~itslive_dask.cube.plan.CubePlan`.
 
@@ -124,14 +145,15 @@ def make_plan(
     (``make_plan(...).summary()``). Granules given as a table are not read; bare
     paths/URLs have their headers read. The planning itself (:func:`plan_cube`) is pure.
     With ``on_error="skip"``, granules whose header cannot be read are left out and listed
-    in the plan's ``unreadable``.
+    in the plan's ``unreadable``; ``retries`` and ``retry_budget`` bound each header read.
     """
+    policy = retry_policy(retries, retry_budget)
     spec = CubeSpec.build(
         spec, geometry=geometry, bbox=bbox, crs=crs, resolution=resolution,
         variables=variables, chunks=chunks, resampling=resampling,
     )  # fmt: skip
     table, unreadable = resolve_and_report(
-        granules, storage_options=storage_options, on_error=on_error
+        granules, storage_options=storage_options, on_error=on_error, policy=policy
     )
     grid, region_t = spec.grid_and_region(table.geometry.values)
     plan = plan_cube(
@@ -178,8 +200,10 @@ def resolve_and_report(
     storage_options: StorageOptions | None = None,
     max_workers: int = 16,
     on_error: str = "raise",
+    policy: RetryPolicy | None = None,
 ) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
-    """:func:`resolve_granules`, returning the unreadable granules beside the table."""
+    """:func:`resolve_granules`, returning the unreadable granules beside the table;
+    ``policy`` bounds each header read (default :class:`~itslive_dask.io.fetch.RetryPolicy`)."""
     if on_error not in ON_ERROR:
         raise InvalidInputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if isinstance(granules, gpd.GeoDataFrame):
@@ -190,7 +214,7 @@ def resolve_and_report(
         import pandas as pd
 
         filled, unreadable = _header_table(
-            list(table.loc[missing, "url"]), storage_options, max_workers, on_error
+            list(table.loc[missing, "url"]), storage_options, max_workers, on_error, policy
         )
         known = table.loc[~missing]
         both = pd.concat([known, filled], ignore_index=True) if len(known) else filled
@@ -198,6 +222,22 @@ def resolve_and_report(
             validate_granule_table(gpd.GeoDataFrame(both, geometry="geometry", crs="EPSG:4326")),
             unreadable,
         )
+    sources = granule_sources(granules, storage_options)
+    assert sources is not None
+    return _header_table(sources, storage_options, max_workers, on_error, policy)
+
+
+def granule_sources(granules: Granules, storage_options: StorageOptions | None = None) -> list[str] | None:
+    """The paths/URLs of ``granules`` given as a list, a folder or a glob (None for a
+    granule table, whose rows need no listing).
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else, or when a folder or glob holds no granule.
+    """
+    if isinstance(granules, gpd.GeoDataFrame):
+        return None
     if isinstance(granules, str | os.PathLike):
         _, sources = list_granules(granules, storage_options)
     elif isinstance(granules, Sequence):
@@ -208,15 +248,19 @@ def resolve_and_report(
         )
     if not sources:
         raise InvalidInputError(f"no granules found in {granules!r}")
-    return _header_table(sources, storage_options, max_workers, on_error)
+    return sources
 
 
 def _header_table(
-    sources: list[str], storage_options: StorageOptions | None, max_workers: int, on_error: str
+    sources: list[str],
+    storage_options: StorageOptions | None,
+    max_workers: int,
+    on_error: str,
+    policy: RetryPolicy | None = None,
 ) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]]]:
     from itslive_dask.io.listing import read_headers
 
-    infos, failures = read_headers(sources, storage_options, max_workers=max_workers)
+    infos, failures = read_headers(sources, storage_options, max_workers=max_workers, policy=policy)
     if failures and on_error == "raise":
         first = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""

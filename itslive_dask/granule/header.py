@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from itslive_dask.errors import GranuleError, InvalidInputError
-from itslive_dask.granule.info import GranuleInfo, VariableSpec
+from itslive_dask.granule.info import GranuleGrid, GranuleInfo, VariableSpec
 from itslive_dask.granule.names import GranuleName, parse_granule_name, sensor_of_satellite
 
-__all__ = ["GRID_MAPPINGS", "attr_str", "parse_header", "variable_spec"]
+__all__ = ["GRID_MAPPINGS", "attr_str", "parse_grid", "parse_header", "variable_spec"]
 
 GRID_MAPPINGS = ("mapping", "Polar_Stereographic", "UTM_Projection")
 _NOT_DATA = frozenset({"x", "y", "time", "img_pair_info", *GRID_MAPPINGS})
@@ -47,19 +47,7 @@ def parse_header(objs: Mapping[str, Any], names: Collection[str], src: str) -> G
         Not an ITS_LIVE granule (no ``img_pair_info``/``vx``/``vy``), missing or invalid
         ``x``/``y``, unknown grid mapping, unreadable acquisition dates or satellites.
     """
-    has_pair = "img_pair_info" in objs
-    has_v = "vx" in objs and "vy" in objs
-    if not (has_pair or has_v):
-        raise GranuleError(
-            src, "not an ITS_LIVE velocity granule (no img_pair_info, vx or vy variable)"
-        )
-    x = _axis(objs, "x", src)
-    y = _axis(objs, "y", src)
-    if not has_v:
-        raise GranuleError(src, "not an ITS_LIVE velocity granule (no vx/vy variables)")
-    if not has_pair:
-        raise GranuleError(src, "not an ITS_LIVE velocity granule (no img_pair_info variable)")
-    gm_name, epsg = _grid_mapping(names, objs, src)
+    x, y, gm_name, epsg = _grid_of(objs, names, src)
     pair = objs["img_pair_info"].attrs
     name = _try_parse_name(src)
 
@@ -87,14 +75,10 @@ def parse_header(objs: Mapping[str, Any], names: Collection[str], src: str) -> G
         version = 1 if ("aquisition_date_img1" in pair or gm_name != "mapping") else 2
     resolution = _resolution(x, y, name, src)
 
-    ny, nx = len(y), len(x)
     specs = tuple(
         variable_spec(k, obj)
         for k, obj in objs.items()
-        if k not in _NOT_DATA
-        and k != gm_name
-        and obj.shape in ((ny, nx), (1, ny, nx))
-        and obj.dtype.kind in "iuf"
+        if k not in _NOT_DATA and k != gm_name and _is_data(obj, (len(y), len(x)))
     )
     return GranuleInfo(
         source=src,
@@ -115,6 +99,68 @@ def parse_header(objs: Mapping[str, Any], names: Collection[str], src: str) -> G
         variables=tuple(s.name for s in specs),
         specs=specs,
     )
+
+
+def parse_grid(
+    objs: Mapping[str, Any], names: Collection[str], src: str, variables: Sequence[str]
+) -> GranuleGrid:
+    """The grid of a granule and the decoding specs of ``variables``: the light header.
+
+    It checks what :func:`parse_header` checks about the file being an ITS_LIVE granule
+    (``img_pair_info``, ``vx``/``vy``, ``x``/``y``, the grid mapping) but reads no date,
+    satellite or other attribute, and only the variables asked for: what a block task needs
+    when the granule table already has the rest.
+
+    Parameters
+    ----------
+    objs
+        Root-level datasets by name; only the ones needed are accessed, so a mapping that
+        opens datasets on demand keeps the read small.
+    names
+        Every root-level name of the file (only ``in`` is used).
+    src
+        Path or URL of the file, for the result and error messages.
+    variables
+        Variables whose specs are wanted; one the file lacks (or holds with another shape)
+        has no spec.
+
+    Raises
+    ------
+    GranuleError
+        As :func:`parse_header` for a file that is not an ITS_LIVE granule.
+    """
+    x, y, _, epsg = _grid_of(objs, names, src)
+    shape = (len(y), len(x))
+    specs = []
+    for name in dict.fromkeys(variables):
+        obj = None if name in _NOT_DATA else objs.get(name)
+        if _is_data(obj, shape):
+            specs.append(variable_spec(name, obj))
+    return GranuleGrid(source=src, epsg=epsg, x=x, y=y, specs=tuple(specs))
+
+
+def _grid_of(
+    objs: Mapping[str, Any], names: Collection[str], src: str
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """``(x, y, grid mapping name, EPSG)`` after the checks that make a file a granule."""
+    has_pair = "img_pair_info" in objs
+    has_v = "vx" in objs and "vy" in objs
+    if not (has_pair or has_v):
+        raise GranuleError(
+            src, "not an ITS_LIVE velocity granule (no img_pair_info, vx or vy variable)"
+        )
+    x = _axis(objs, "x", src)
+    y = _axis(objs, "y", src)
+    if not has_v:
+        raise GranuleError(src, "not an ITS_LIVE velocity granule (no vx/vy variables)")
+    if not has_pair:
+        raise GranuleError(src, "not an ITS_LIVE velocity granule (no img_pair_info variable)")
+    gm_name, epsg = _grid_mapping(names, objs, src)
+    return x, y, gm_name, epsg
+
+
+def _is_data(obj: Any, shape: tuple[int, int]) -> bool:
+    return obj is not None and obj.shape in (shape, (1, *shape)) and obj.dtype.kind in "iuf"
 
 
 def _axis(objs: Mapping[str, Any], key: str, src: str) -> np.ndarray:

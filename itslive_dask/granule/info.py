@@ -16,8 +16,9 @@ Geolocation always comes from the ``x``/``y`` pixel-centre variables, never from
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ __all__ = [
     "CATEGORICAL_VARIABLES",
     "KNOWN_VARIABLES",
     "VELOCITY_VARIABLES",
+    "GranuleGrid",
     "GranuleInfo",
     "VariableSpec",
 ]
@@ -77,6 +79,116 @@ class VariableSpec:
     add_offset: float | None = None
     time_axis: bool = False
     dtype: str = "int16"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (inverse: :meth:`from_dict`)."""
+        return {
+            "name": self.name,
+            "fill_values": list(self.fill_values),
+            "scale_factor": self.scale_factor,
+            "add_offset": self.add_offset,
+            "time_axis": self.time_axis,
+            "dtype": self.dtype,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VariableSpec:
+        """Rebuild from :meth:`to_dict` output (integer fills stay integers)."""
+        return cls(
+            name=str(d["name"]),
+            fill_values=tuple(d.get("fill_values", ())),
+            scale_factor=None if d.get("scale_factor") is None else float(d["scale_factor"]),
+            add_offset=None if d.get("add_offset") is None else float(d["add_offset"]),
+            time_axis=bool(d.get("time_axis", False)),
+            dtype=str(d.get("dtype", "int16")),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class GranuleGrid:
+    """The part of a granule's header that the block kernel needs: its grid, and how to
+    decode the variables a cube reads.
+
+    It is what the readers return for a block (:meth:`GranuleReader.header
+    <itslive_dask.io.reader.GranuleReader.header>` with variable names): the dates,
+    satellites and the ~140 other attributes of :class:`GranuleInfo` come from the granule
+    table instead, so reading it costs a few HDF5 objects, not the whole header. It is
+    picklable and JSON-serialisable (:meth:`to_dict`), so a build can keep it in its state.
+
+    Attributes
+    ----------
+    source
+        Path or URL the header was read from.
+    epsg
+        EPSG code of the granule's projected grid.
+    x, y
+        Pixel-centre coordinates (float64, metres, read-only), in file order.
+    specs
+        How to decode the variables asked for that the file has.
+    """
+
+    source: str
+    epsg: int
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    specs: tuple[VariableSpec, ...] = field(default=(), repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the granule grid."""
+        return (len(self.y), len(self.x))
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Names of the variables described by :attr:`specs`."""
+        return tuple(s.name for s in self.specs)
+
+    def spec(self, name: str) -> VariableSpec | None:
+        """Decoding spec of variable ``name``, or None when the file does not have it."""
+        for s in self.specs:
+            if s.name == name:
+                return s
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (inverse: :meth:`from_dict`); regular axes are stored as
+        ``start, step, size`` when that rebuilds them bit for bit."""
+        return {
+            "source": self.source,
+            "epsg": int(self.epsg),
+            "x": _axis_to_json(self.x),
+            "y": _axis_to_json(self.y),
+            "specs": [s.to_dict() for s in self.specs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GranuleGrid:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            source=str(d["source"]),
+            epsg=int(d["epsg"]),
+            x=_axis_from_json(d["x"]),
+            y=_axis_from_json(d["y"]),
+            specs=tuple(VariableSpec.from_dict(s) for s in d.get("specs", ())),
+        )
+
+
+def _axis_to_json(axis: np.ndarray) -> dict[str, Any]:
+    a = np.asarray(axis, dtype="float64")
+    if a.size > 1:
+        start, step = float(a[0]), float(a[1] - a[0])
+        if np.array_equal(start + step * np.arange(a.size), a):
+            return {"start": start, "step": step, "size": int(a.size)}
+    return {"values": [float(v) for v in a]}
+
+
+def _axis_from_json(d: Mapping[str, Any]) -> np.ndarray:
+    if "values" in d:
+        a = np.asarray(d["values"], dtype="float64")
+    else:
+        a = float(d["start"]) + float(d["step"]) * np.arange(int(d["size"]))
+    a.flags.writeable = False
+    return a
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,6 +311,11 @@ class GranuleInfo:
             if s.name == name:
                 return s
         return None
+
+    def grid(self, names: Sequence[str] | None = None) -> GranuleGrid:
+        """The :class:`GranuleGrid` part of this header (specs of ``names``, default all)."""
+        specs = self.specs if names is None else tuple(s for s in self.specs if s.name in set(names))
+        return GranuleGrid(self.source, self.epsg, self.x, self.y, specs)
 
 
 def _half_spacing(axis: np.ndarray, default: float) -> float:

@@ -10,7 +10,10 @@ retried with exponential back-off within a budget of attempts and seconds), and 
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -23,11 +26,14 @@ from itslive_dask.io.urls import local_path, redact_text, redact_url, url_to_fs
 
 __all__ = [
     "BYTES_CACHE",
+    "DEFAULT_RETRY_BUDGET",
     "RetryPolicy",
     "check_local_file",
     "describe_error",
     "fetch_granule",
     "fetch_granule_cached",
+    "release_frames",
+    "retry_policy",
     "with_retries",
 ]
 
@@ -78,6 +84,41 @@ class RetryPolicy:
                 raise InvalidInputError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
 
 
+#: Seconds one granule may spend on failed attempts and back-off, by default.
+DEFAULT_RETRY_BUDGET = RetryPolicy.budget
+
+
+def retry_policy(retries: int = 3, retry_budget: float = DEFAULT_RETRY_BUDGET) -> RetryPolicy:
+    """The :class:`RetryPolicy` of the user-facing ``retries`` and ``retry_budget``.
+
+    Parameters
+    ----------
+    retries
+        Extra attempts after the first one for transient errors (an integer >= 0).
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, for its header and
+        its windows together (a finite number > 0).
+
+    Raises
+    ------
+    InvalidInputError
+        For a negative or non-integer ``retries``, or a ``retry_budget`` that is not a
+        finite number of seconds above zero.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidInputError(f"retries must be an integer >= 0, got {retries!r}")
+    if (
+        isinstance(retry_budget, bool)
+        or not isinstance(retry_budget, int | float)
+        or not math.isfinite(retry_budget)
+        or retry_budget <= 0
+    ):
+        raise InvalidInputError(
+            f"retry_budget must be a number of seconds > 0 (per granule), got {retry_budget!r}"
+        )
+    return RetryPolicy(retries=retries, budget=float(retry_budget))
+
+
 def describe_error(exc: BaseException) -> tuple[str, bool]:
     """What ``exc`` (raised while reading an object) means, and whether it is permanent.
 
@@ -99,7 +140,9 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
         if status in (401, 403):
             return f"permission denied (HTTP {status})", True
         transient = (isinstance(status, int) and status >= 500) or (
-            status is None and isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
+            status is None
+            and isinstance(cause, OSError)
+            and not isinstance(cause, FileNotFoundError)
         )
         if transient:
             return redact_text(f"cannot reach the object ({cause})"), False
@@ -151,17 +194,61 @@ def with_retries(
             longest = max(longest, now - t0)
             elapsed = now - start
             problem, permanent = describe_error(err)
+            release_frames(err)
             delay = policy.backoff * 2 ** (attempt - 1)
             over = spent + elapsed + delay + longest > policy.budget
             if permanent or attempt > policy.retries or over:
                 if not permanent:
-                    problem = (
-                        f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
-                    )
+                    problem = f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
                 exc = GranuleError(redact_url(url), problem, attempt, elapsed)
                 raise exc from None
             log.info("retrying %s in %.1fs after %s", redact_url(url), delay, type(err).__name__)
             time.sleep(delay)
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``exc``'s traceback and chain.
+
+    A failed read leaves reference cycles (an exception, the frames it unwound, a file object
+    holding that exception) around the h5py objects of the attempt. Left to Python's cyclic
+    garbage collector, they are freed in whatever thread the collector next runs in; when that
+    is fsspec's IO thread while another thread is inside h5py waiting for that thread's I/O,
+    freeing an h5py object waits for h5py's global lock: the process deadlocks (h5py#2019,
+    dask#7547: a hung worker or a hung plan-time header read). Collected at interpreter exit,
+    after HDF5 has shut down, they crash the process. Clearing the frames breaks the cycles,
+    so the attempt's h5py objects are freed at once, in the thread that read them; the
+    exceptions lose their tracebacks (they are not shown: the caller raises a
+    :class:`~itslive_dask.errors.GranuleError` of its own). Frames still running (the
+    caller's) and frames of generators and coroutines are not cleared (clearing a suspended
+    one would close it: an event loop's task may be one).
+    """
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                with contextlib.suppress(RuntimeError):  # a frame still running
+                    frame.clear()
+            tb = tb.tb_next
+        # a reader may keep the exception it raised (a traced file's ``error``), and h5py keeps
+        # that file: without its traceback the exception reaches no frame of the attempt
+        err.__traceback__ = None
+        todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
+
+
+#: Code flags of generators and coroutines (``inspect.CO_GENERATOR`` and the like).
+_SUSPENDABLE = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ITERABLE_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+)
 
 
 def check_local_file(path: str, src: str) -> None:

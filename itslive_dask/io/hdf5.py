@@ -24,8 +24,8 @@ import numpy as np
 
 from itslive_dask.errors import GranuleError
 from itslive_dask.granule.decode import decode, window_bounds
-from itslive_dask.granule.header import attr_str, parse_header, variable_spec
-from itslive_dask.granule.info import GranuleInfo, VariableSpec
+from itslive_dask.granule.header import attr_str, parse_grid, parse_header, variable_spec
+from itslive_dask.granule.info import GranuleGrid, GranuleInfo, VariableSpec
 from itslive_dask.io.fetch import (
     BYTES_CACHE,
     RetryPolicy,
@@ -38,7 +38,8 @@ from itslive_dask.io.urls import local_path, source_str, url_to_fs
 
 __all__ = [
     "H5Reader",
-    "h5_problem", "open_h5", "read_granule_info", "read_info", "read_raw", "read_window", "variable_attrs"]
+    "h5_problem", "open_h5", "read_granule_info", "read_grid", "read_info", "read_raw", "read_window",
+    "variable_attrs"]
 
 _HEADER_BLOCK_SIZE = 64 * 1024  # block size of the cache used for remote header reads
 
@@ -175,20 +176,72 @@ def read_info(h5: h5py.File, source: str) -> GranuleInfo:
         ) from None
 
 
+def read_grid(h5: h5py.File, source: str, variables: Sequence[str]) -> GranuleGrid:
+    """Read the light header of an open granule: its grid and the specs of ``variables``.
+
+    Only the datasets needed are opened (``x``, ``y``, ``vx``, ``vy``, ``img_pair_info``, the
+    grid mapping and ``variables``), and no date or satellite attribute is parsed: this is
+    what block tasks read (see :class:`~itslive_dask.granule.info.GranuleGrid`).
+
+    Raises
+    ------
+    GranuleError
+        As :func:`read_info` for a file that is not an ITS_LIVE granule.
+    """
+    src = str(source)
+    try:
+        return parse_grid(_LazyDatasets(h5), h5, src, variables)
+    except GranuleError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise GranuleError(
+            src, f"cannot read the granule header ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+class _LazyDatasets(Mapping[str, h5py.Dataset]):
+    """The root-level datasets of a file, opened only when asked for (groups and dangling
+    links are absent)."""
+
+    def __init__(self, h5: h5py.File) -> None:
+        self._h5 = h5
+        self._open: dict[str, h5py.Dataset | None] = {}
+
+    def __getitem__(self, key: str) -> h5py.Dataset:
+        if key not in self._open:
+            self._open[key] = _open_dataset(self._h5, key)
+        ds = self._open[key]
+        if ds is None:
+            raise KeyError(key)
+        return ds
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._h5 if self.get(k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _open_dataset(h5: h5py.File, key: str) -> h5py.Dataset | None:
+    try:
+        return h5py.Dataset(h5py.h5d.open(h5.id, key.encode()))
+    except (KeyError, ValueError, TypeError, OSError):
+        return None  # absent, a group or a dangling link: not one of ours
+
+
 def _datasets(h5: h5py.File) -> dict[str, h5py.Dataset]:
     """The root-level datasets of the file, by name (groups and links elsewhere skipped)."""
     out: dict[str, h5py.Dataset] = {}
     for key in h5:
-        try:
-            out[key] = h5py.Dataset(h5py.h5d.open(h5.id, key.encode()))
-        except (KeyError, ValueError, TypeError, OSError):
-            continue  # a group or a dangling link: not one of ours
+        ds = _open_dataset(h5, key)
+        if ds is not None:
+            out[key] = ds
     return out
 
 
 def read_window(
     h5: h5py.File,
-    info: GranuleInfo,
+    info: GranuleInfo | GranuleGrid,
     variables: Sequence[str],
     rows: slice,
     cols: slice,
@@ -389,12 +442,19 @@ class H5Reader:
             exc.attempts = self.attempts
             raise
 
-    def header(self) -> GranuleInfo:
-        """The granule's header (see :func:`read_info`)."""
-        return self._guard(read_info, self._h5, self.url)
+    def header(self, names: Sequence[str] | None = None) -> GranuleInfo | GranuleGrid:
+        """The granule's header: the whole of it (:func:`read_info`), or with ``names`` only
+        its grid and those variables' specs (:func:`read_grid`, what block tasks need)."""
+        if names is None:
+            return self._guard(read_info, self._h5, self.url)
+        return self._guard(read_grid, self._h5, self.url, names)
+
+    def record(self) -> None:
+        """Nothing worth keeping in a build's state: a local header is read in place."""
+        return None
 
     def window(
-        self, info: GranuleInfo, names: Sequence[str], rows: slice, cols: slice
+        self, info: GranuleInfo | GranuleGrid, names: Sequence[str], rows: slice, cols: slice
     ) -> dict[str, np.ndarray]:
         """Decoded float32 windows of ``names`` (see :func:`read_window`)."""
         return self._guard(read_window, self._h5, info, names, rows, cols)

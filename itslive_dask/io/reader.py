@@ -1,9 +1,15 @@
 """The protocol between the block kernel and whatever reads granule bytes.
 
 The kernel (:mod:`itslive_dask.cube.kernel`) never opens a file: it asks a
-:class:`GranuleReader` for the header and for windows of decoded variables. The production
-reader is :class:`itslive_dask.io.hdf5.H5Reader`; tests can hand the kernel a reader that
-serves arrays from memory (:class:`itslive_dask.testing.reader.ArrayReader`).
+:class:`GranuleReader` for the light header of the variables it needs (a
+:class:`~itslive_dask.granule.info.GranuleGrid`) and for windows of decoded variables. The
+production readers are :class:`itslive_dask.io.remote.RangedReader` (remote objects, chunk by
+chunk) and :class:`itslive_dask.io.hdf5.H5Reader` (local files in place, or whole objects).
+
+A reader may also offer ``record()`` (its light header and chunk index as JSON-compatible
+data) and ``adopt(record, names)`` (use such a record instead of reading the header): the
+kernel then keeps headers in a :class:`HeaderRecords` (the build's store), so a resumed or
+appended build reads no header again.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from itslive_dask.granule.info import GranuleInfo
+from itslive_dask.granule.info import GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy
 
-__all__ = ["GranuleReader", "ReaderFactory", "default_reader", "whole_object_reader"]
+__all__ = ["GranuleReader", "HeaderRecords", "ReaderFactory", "default_reader", "whole_object_reader"]
 
 
 @runtime_checkable
@@ -28,12 +34,13 @@ class GranuleReader(Protocol):
     #: Bytes held in memory for this granule (0 when read in place).
     nbytes: int
 
-    def header(self) -> GranuleInfo:
-        """The granule's header."""
+    def header(self, names: Sequence[str] | None = None) -> GranuleInfo | GranuleGrid:
+        """The granule's whole header, or with ``names`` its grid and those variables'
+        decoding specs only (what block tasks need)."""
         ...
 
     def window(
-        self, info: GranuleInfo, names: Sequence[str], rows: slice, cols: slice
+        self, info: GranuleInfo | GranuleGrid, names: Sequence[str], rows: slice, cols: slice
     ) -> dict[str, np.ndarray]:
         """``name -> float32 (rows, cols)`` with NaN for no data; a variable the granule
         lacks is all-NaN."""
@@ -41,6 +48,23 @@ class GranuleReader(Protocol):
 
     def close(self) -> None:
         """Release what the reader holds."""
+        ...
+
+
+@runtime_checkable
+class HeaderRecords(Protocol):
+    """Where a build keeps the header records of its granules between runs."""
+
+    def get(self, url: str) -> Mapping[str, Any] | None:
+        """The record kept for ``url``, or None."""
+        ...
+
+    def put(self, url: str, record: Mapping[str, Any]) -> None:
+        """Keep ``record`` for ``url`` (best effort: never raises)."""
+        ...
+
+    def discard(self, url: str) -> None:
+        """Stop using the record of ``url`` (it did not match the object)."""
         ...
 
 

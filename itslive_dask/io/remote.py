@@ -19,18 +19,19 @@ import h5py
 import numpy as np
 
 from itslive_dask.cache import LRU
-from itslive_dask.errors import GranuleError
+from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.decode import decode, window_bounds
-from itslive_dask.granule.info import GranuleInfo
+from itslive_dask.granule.info import GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy, with_retries
-from itslive_dask.io.hdf5 import h5_problem, read_info
+from itslive_dask.io.hdf5 import h5_problem, read_grid, read_info
 from itslive_dask.io.ranged import ChunkCache, ChunkIndex, RangeFile, read_window_ranged
 from itslive_dask.io.urls import redact_url, url_to_fs
 
 __all__ = ["CHUNK_CACHE_BYTES", "HEADER_CACHE", "RangedReader", "chunk_cache"]
 
-#: (session, url) -> (GranuleInfo, ChunkIndex): each header is read once per build and process.
-HEADER_CACHE: LRU[tuple[GranuleInfo, ChunkIndex]] = LRU(maxsize=4096, maxbytes=512 * 2**20)
+#: (session, url, variables or None) -> (header, ChunkIndex): each header is read once per
+#: build and process (None: the whole header, else the light one of those variables).
+HEADER_CACHE: LRU[tuple[GranuleInfo | GranuleGrid, ChunkIndex]] = LRU(maxsize=4096, maxbytes=512 * 2**20)
 #: Decoded chunks kept per worker process (the row chunks of the granules a time block reads).
 CHUNK_CACHE_BYTES = 320 * 2**20
 
@@ -128,11 +129,13 @@ class RangedReader:
         self.seconds = 0.0  # of the granule's retry budget, shared by header and windows
         self._fs, self._path = url_to_fs(url, storage_options, policy=self.policy)
         self._index: ChunkIndex | None = None
+        self._names: tuple[str, ...] | None = None
+        self._info: GranuleInfo | GranuleGrid | None = None
 
-    def _read_header(self) -> tuple[GranuleInfo, ChunkIndex]:
+    def _read_header(self, names: tuple[str, ...] | None) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
         src = redact_url(self.url)
 
-        def read() -> tuple[GranuleInfo, ChunkIndex]:
+        def read() -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
             fh = _TracingRangeFile(self._fs, self._path)
             try:
                 h5, problem = _open(fh)
@@ -147,9 +150,10 @@ class RangedReader:
                     raise GranuleError(src, problem)
                 with h5:
                     try:
-                        info = read_info(h5, src)
-                        names = [s.name for s in info.specs]
-                        return info, ChunkIndex.from_h5(h5, names, missing="skip")
+                        info: GranuleInfo | GranuleGrid
+                        info = read_info(h5, src) if names is None else read_grid(h5, src, names)
+                        index = ChunkIndex.from_h5(h5, [s.name for s in info.specs], missing="skip")
+                        return info, index
                     except Exception:
                         if fh.error is not None:  # h5py saw a failed read: retry
                             raise fh.error from None
@@ -169,18 +173,45 @@ class RangedReader:
             exc.seconds = self.seconds
             raise
 
-    def header(self) -> GranuleInfo:
-        """The granule's header (cached with its chunk index for the build)."""
-        info, self._index = HEADER_CACHE.get((self.session, self.url), self._read_header)
+    def header(self, names: Sequence[str] | None = None) -> GranuleInfo | GranuleGrid:
+        """The granule's header, cached with its chunk index for the build: the whole of it,
+        or with ``names`` only its grid and those variables' specs (fewer metadata reads)."""
+        key = None if names is None else tuple(dict.fromkeys(names))
+        info, self._index = HEADER_CACHE.get(
+            (self.session, self.url, key), lambda: self._read_header(key)
+        )
+        self._names, self._info = key, info
         return info
 
+    def record(self) -> dict[str, Any] | None:
+        """The light header and chunk index last read, as JSON-compatible data a build can
+        keep (:meth:`adopt` takes it back without a request); None before a light header."""
+        if not isinstance(self._info, GranuleGrid) or self._index is None:
+            return None
+        return {"grid": self._info.to_dict(), "index": self._index.to_dict(), "asked": list(self._names or ())}
+
+    def adopt(self, record: Mapping[str, Any], names: Sequence[str]) -> GranuleGrid | None:
+        """Use a header kept by an earlier read (:meth:`record`) instead of reading it:
+        no request at all. None when the record does not describe ``names``."""
+        try:
+            grid = GranuleGrid.from_dict(record["grid"])
+            index = ChunkIndex.from_dict(record["index"])
+        except (KeyError, TypeError, ValueError, InvalidInputError):
+            return None
+        key = tuple(dict.fromkeys(names))
+        if not set(key) <= set(record.get("asked", ())) or set(grid.variables) != set(index.names):
+            return None
+        HEADER_CACHE.get((self.session, self.url, key), lambda: (grid, index))
+        self._index, self._names, self._info = index, key, grid
+        return grid
+
     def window(
-        self, info: GranuleInfo, names: Sequence[str], rows: slice, cols: slice
+        self, info: GranuleInfo | GranuleGrid, names: Sequence[str], rows: slice, cols: slice
     ) -> dict[str, np.ndarray]:
         """Decoded float32 windows of ``names``: NaN for no data; all-NaN for a variable the
         granule lacks or never wrote."""
         if self._index is None:
-            self.header()
+            self.header(names)
         index = self._index
         assert index is not None
         ny, nx = info.shape
@@ -213,7 +244,7 @@ class RangedReader:
 
     def forget(self) -> None:
         """Drop this granule's cached header (after a failure)."""
-        HEADER_CACHE.discard((self.session, self.url))
+        HEADER_CACHE.discard((self.session, self.url, self._names))
 
     def __enter__(self) -> RangedReader:
         return self

@@ -22,8 +22,9 @@ import zarr
 from itslive_dask.cube.plan import normalize_chunks
 from itslive_dask.errors import InvalidInputError, StoreError
 from itslive_dask.io.urls import redact_url, storage_kwargs
+from itslive_dask.store.lease import hold_lease
 from itslive_dask.store.state import TIMESERIES_ATTR
-from itslive_dask.store.target import resolve_target
+from itslive_dask.store.target import clear_store, exists, resolve_target
 
 __all__ = ["TIMESERIES_CHUNKS", "rechunk_cube"]
 
@@ -99,10 +100,19 @@ def rechunk_cube(
         zarr_format = 2 if ds[data_vars[0]].encoding.get("zarr_format") == 2 else 3
     method = "p2p" if _has_distributed(client) else "tasks"
     log.info("rechunking %s -> %s to %s with the %s method", source, dest, target, method)
-    with dask.config.set({"array.rechunk.method": method}), warnings.catch_warnings():
+    dest_target = resolve_target(dest, dest_options)
+    # one writer at a time: the copy holds the destination's lease (kept by the clearing)
+    with hold_lease(dest_target, "rechunk_cube"), dask.config.set(
+        {"array.rechunk.method": method}
+    ), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if exists(dest_target):
+            if not overwrite:
+                raise StoreError(f"{redact_url(dest)} already exists; pass overwrite=True to replace it")
+            clear_store(dest_target)
+        # the destination holds at most the lease now: "a" creates the store around it
         write = out.to_zarr(
-            dest, mode="w" if overwrite else "w-", compute=False, consolidated=True,
+            dest, mode="a", compute=False, consolidated=True,
             zarr_format=zarr_format, **storage_kwargs(dest, dest_options),
         )
         if client is not None:

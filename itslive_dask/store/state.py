@@ -292,7 +292,9 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
     -------
     dict
         ``state_store``, ``generations``, ``complete``, ``chunks``, ``velocity_encoding``, ``text``,
-        ``timeseries_complete`` (for time-series copies) and ``ledger``.
+        ``timeseries_complete`` (for time-series copies), ``ledger`` and ``lease`` (None, or
+        who holds the store's build lease: ``host``, ``pid``, ``operation``, ``started``,
+        ``heartbeat``, ``expiry``, ``status`` "live" or "stale", and a ``text`` line).
     """
     target = _as_target(store, store_options)
     out: dict[str, Any] = {"state_store": display(target)}
@@ -310,6 +312,7 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
     if state is None:
         out["text"] = "no build state here (a time-series copy keeps it in <store>.map.zarr)"
         out["ledger"] = {"failed": [], "skipped": []}
+        _add_lease(out, target)
         return out
     gens = state.get("generations", [])
     done = sum(1 for g in gens if g.get("complete"))
@@ -325,4 +328,15 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
         velocity_encoding=state.get("velocity_encoding", "float32"),
     )
     out["ledger"] = read_ledger(target.url, target.storage_options)
+    _add_lease(out, target)
     return out
+
+
+def _add_lease(out: dict[str, Any], target: StoreTarget) -> None:
+    """``lease`` in ``describe_build``'s answer: who is writing the store now (or None)."""
+    from itslive_dask.store.lease import lease_summary
+
+    lease = lease_summary(target)
+    out["lease"] = lease
+    if lease is not None:
+        out["text"] = f"{out.get('text', '')}; lease {lease['text']}".lstrip("; ")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -25,7 +25,13 @@ from itslive_dask.store.state import (
     state_from_plan,
     write_state,
 )
-from itslive_dask.store.target import StoreTarget, display, exists
+from itslive_dask.store.target import (
+    StoreTarget,
+    clear_store,
+    display,
+    exists,
+    storage_error_message,
+)
 
 __all__ = [
     "INT16_FILL",
@@ -127,7 +133,9 @@ def write_template(
     enc = encoding(plan, zarr_format, velocity_encoding)
     try:
         if overwrite and exists(target):
-            target.fs().rm(target.path(), recursive=True)
+            clear_store(target)  # all but the build lease this build holds
+        # a new store holds at most the lease: zarr's "w-" refuses any content
+        create: Literal["w-", "a"] = "w-" if exists(target) else "a"
         ds = template_dataset(plan)
         state = state_from_plan(plan, velocity_encoding=velocity_encoding)
         state["generations"] = [generation(plan)]
@@ -136,7 +144,7 @@ def write_template(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds.to_zarr(
-                target.url, mode="w-", compute=False, consolidated=True, zarr_format=zarr_format,
+                target.url, mode=create, compute=False, consolidated=True, zarr_format=zarr_format,
                 encoding=enc, **target.zarr_kwargs(),
             )
             import zarr
@@ -150,9 +158,8 @@ def write_template(
         raise
     except Exception as exc:  # object-store and file-system errors of every kind
         raise StoreError(
-            f"writing the template of {display(target)} failed ({type(exc).__name__}: {exc}); "
-            "nothing was built: run again with mode='resume' and the same granules to redo it "
-            "(or mode='overwrite')"
+            storage_error_message(target, "writing the template", exc)
+            + " (nothing was built yet: resume redoes the template; or mode='overwrite')"
         ) from exc
 
 

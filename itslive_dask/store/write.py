@@ -11,6 +11,7 @@ Layout of a store written here::
         _itslive/                 build state (a Zarr group so readers ignore it)
             blocks/<t0>-<t1>_<iy>_<ix>.json   one marker per finished block
             ledger.json           failed and skipped granules, with reasons
+            lease.json            while a build runs: who is writing (see store.lease)
 
 How a build goes: the template (all metadata and coordinates, no data) is written first;
 then one task per block computes the block and writes it into its region, whose bounds are
@@ -28,6 +29,7 @@ touched. Use ``ds.sortby("mid_date")`` for a globally sorted view.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -40,11 +42,15 @@ import shapely
 import xarray as xr
 
 from itslive_dask.cluster import dask_client
-from itslive_dask.cube.lazy import make_plan, resolve_and_report
+from itslive_dask.cube.lazy import granule_sources, make_plan, resolve_and_report
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
+from itslive_dask.io.urls import redact_url
 from itslive_dask.spec import CubeSpec
+from itslive_dask.store.headers import keep_rows, kept_rows
+from itslive_dask.store.lease import LeaseHandle, check_not_leased, hold_lease
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
     existing_ids,
@@ -59,13 +65,16 @@ from itslive_dask.store.state import (
 )
 from itslive_dask.store.target import (
     StoreTarget,
+    check_bucket,
     display,
     exists,
     map_store_url,
     remove_leftovers,
     resolve_target,
+    storage_error_message,
 )
 from itslive_dask.store.template import VELOCITY_ENCODINGS, append_template, write_template
+from itslive_dask.table import granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
 __all__ = ["LAYOUTS", "MODES", "WriteResult", "check_output", "write_cube"]
@@ -146,6 +155,7 @@ def write_cube(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     retries: int = 3,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
     progress: Callable[[int, int], None] | bool | None = None,
     announce: Callable[[str], None] | None = None,
     layout: str = "map",
@@ -183,7 +193,14 @@ def write_cube(
     client, scheduler, n_workers, threads_per_worker, memory_limit
         Which Dask cluster runs the build, see :func:`itslive_dask.cluster.dask_client`.
     retries
-        Attempts for transient read errors of a granule.
+        Extra attempts of a granule read after a transient error (network, 5xx, timeouts);
+        missing, forbidden and corrupt objects are not retried.
+    retry_budget
+        Seconds one granule may spend on failed attempts and back-off, header and windows
+        together (default 8; a number > 0): no new attempt starts when it would pass this.
+        A granule that keeps failing is then in the ledger after about this long, with its
+        ``attempts`` and ``seconds`` (a stalled connection adds one attempt's timeouts,
+        3 s + 3 s). Bounds the header reads of bare paths/URLs at plan time too.
     progress
         Called as ``progress(blocks_done, blocks_total)`` while blocks finish; ``True`` shows
         a progress bar (HTML in Jupyter, lines in a terminal:
@@ -210,6 +227,7 @@ def write_cube(
     >>> xr.open_zarr("s3://my-bucket/pig.zarr")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    policy = retry_policy(retries, retry_budget)  # a mistake is refused before any work
     if progress is True:
         from itslive_dask.notebook import NotebookProgress
 
@@ -228,19 +246,39 @@ def write_cube(
             scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
             memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
             storage_options=storage_options, zarr_format=zarr_format,
-            velocity_encoding=velocity_encoding, retries=retries, progress=progress,
+            velocity_encoding=velocity_encoding, retries=retries, retry_budget=retry_budget,
+            progress=progress,
         )
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     if velocity_encoding not in VELOCITY_ENCODINGS:
         raise InvalidInputError(f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}")
     target = resolve_target(store, store_options)
-    state = check_output(target, mode=mode)
+    check_output(target, mode=mode)  # before anything is read: a clear error for a wrong mode
+    # one build at a time: taken before anything is written, renewed, released on every exit
+    with hold_lease(target, f"write_cube mode={mode}") as lease:
+        return _build_map(
+            source, target, lease, spec=spec, storage_options=storage_options, mode=mode,
+            zarr_format=zarr_format, velocity_encoding=velocity_encoding, client=client,
+            scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit, retries=retries, policy=policy, progress=progress,
+            announce=announce, t_start=t_start,
+        )
+
+
+def _build_map(
+    source: Any, target: StoreTarget, lease: LeaseHandle, *, spec: CubeSpec, storage_options: Any,
+    mode: str, zarr_format: int, velocity_encoding: str, client: Any, scheduler: str | None,
+    n_workers: int | None, threads_per_worker: int, memory_limit: Any, retries: int,
+    policy: RetryPolicy, progress: Any, announce: Any, t_start: float,
+) -> WriteResult:
+    """The body of :func:`write_cube` for the map layout, run while holding the store's lease."""
+    state = check_output(target, mode=mode)  # again: another build may have finished meanwhile
 
     skipped: list[dict[str, Any]] = []
     plan = table = None
     if mode in ("create", "overwrite"):
-        plan = _plan_from_source(source, spec, storage_options)
+        plan, table = _plan_from_source(source, spec, storage_options, policy)
         unreadable = list(plan.unreadable)
         if plan.n_layers == 0:
             if unreadable:
@@ -256,7 +294,7 @@ def write_cube(
     else:
         if _is_cube(source):
             raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
-        table, unreadable = resolve_and_report(source, storage_options=storage_options, on_error="skip")
+        table, unreadable = _resolve_with_kept(source, target, storage_options, policy)
         if mode == "resume" and state is not None and state.get("template_complete") is False:
             # the template was interrupted before the build state was written: no block
             # ran, so the template is redone with the stored settings and these granules
@@ -277,19 +315,25 @@ def write_cube(
                 plan, target, zarr_format=zarr_format, overwrite=(mode in ("overwrite", "resume")),
                 velocity_encoding=velocity_encoding,
             )
+            if table is not None:
+                keep_rows(target, table, plan.token)
             generations, layers_added = [plan], plan.n_layers
         else:
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
             skipped += skipped_now
         for gen_plan in generations:
-            one = run_plan(c, gen_plan, target, storage_options, retries, progress)
+            one = run_plan(
+                c, gen_plan, target, storage_options, retries, progress, retry_budget=policy.budget
+            )
             for k in ("total", "written", "skipped"):
                 stats[k] += one[k]
             stats["read"] |= one["read"]
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
+            lease.check()  # never record a generation over another build's
             _store_step(
                 target, "recording the finished generation", mark_generation_complete, target, gen_plan, mode
             )
+    lease.check()
     # a granule whose header could not be read never reached a block: it is a failure too
     failed = _store_step(target, "collecting the block markers", finalize, target) + [
         {"granule_id": _granule_id_of(u["url"]), "url": u["url"], "error": u["error"],
@@ -343,7 +387,8 @@ def check_output(
     ------
     StoreError
         ``create`` on an existing store, ``overwrite`` of something that is not an
-        itslive_dask cube, ``resume``/``append`` of a store without build state.
+        itslive_dask cube, ``resume``/``append`` of a store without build state, a store
+        another build is writing (its live lease: the message says who holds it).
     InvalidInputError
         Unknown mode or layout.
     """
@@ -354,6 +399,7 @@ def check_output(
     target = store if isinstance(store, StoreTarget) else resolve_target(store, store_options)
     try:
         if layout == "timeseries":
+            check_not_leased(target)  # a copy into it is running
             work = resolve_target(map_store_url(target.url), target.storage_options)
             if mode == "create" and exists(target):
                 raise StoreError(f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)")
@@ -363,6 +409,8 @@ def check_output(
                     "written by itslive_dask (remove it yourself if it should go)"
                 )
             return check_output(work, mode=mode)
+        check_bucket(target)
+        check_not_leased(target)
         state = read_state(target)
         pending = read_pending(target) if state is None else None
         present = state is not None or exists(target)
@@ -404,7 +452,9 @@ def _write_timeseries(source, store, *, store_options, mode, client, scheduler, 
     final = resolve_target(store, store_options)
     work = resolve_target(map_store_url(final.url), final.storage_options)
     check_output(final, mode=mode, layout="timeseries")
-    with dask_client(
+    # the work store's lease is held through the build and the copy (rechunk_cube takes the
+    # final store's)
+    with hold_lease(work, f"write_cube layout=timeseries mode={mode}"), dask_client(
         client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
         memory_limit=memory_limit, announce=announce,
     ) as c:
@@ -424,10 +474,7 @@ def _store_step(target: StoreTarget, what: str, func: Callable[..., Any], *args:
     except (StoreError, InvalidInputError):
         raise
     except Exception as exc:  # object-store and file-system errors of every kind
-        raise StoreError(
-            f"{what} in {display(target)} failed ({type(exc).__name__}: {exc}); the blocks "
-            "written so far are kept: run again with mode='resume' and the same granules"
-        ) from exc
+        raise StoreError(storage_error_message(target, what, exc)) from exc
 
 
 def _plan_for_pending(target: StoreTarget, state: dict[str, Any], table: Any) -> CubePlan:
@@ -450,7 +497,10 @@ def _is_cube(source: Any) -> bool:
     return isinstance(source, xr.Dataset)
 
 
-def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptions | None) -> CubePlan:
+def _plan_from_source(
+    source: Any, spec: CubeSpec, storage_options: StorageOptions | None, policy: RetryPolicy
+) -> tuple[CubePlan, Any]:
+    """The plan of a new cube, and the granule table it was made from (None for a cube)."""
     if _is_cube(source):
         plan = source.encoding.get("itslive_dask_plan")
         if plan is None or source.sizes.get("mid_date") != plan.n_layers or tuple(
@@ -460,8 +510,36 @@ def _plan_from_source(source: Any, spec: CubeSpec, storage_options: StorageOptio
                 "write_cube takes the cube exactly as open_cube returned it; for a subset, pass the "
                 "granules and arguments instead (or use Dataset.to_zarr)"
             )
-        return plan
-    return make_plan(source, spec=spec, storage_options=storage_options, on_error="skip")
+        return plan, None
+    table, unreadable = resolve_and_report(
+        source, storage_options=storage_options, on_error="skip", policy=policy
+    )
+    plan = make_plan(table, spec=spec)
+    return (dataclasses.replace(plan, unreadable=tuple(unreadable)) if unreadable else plan), table
+
+
+def _resolve_with_kept(
+    source: Any, target: StoreTarget, storage_options: StorageOptions | None, policy: RetryPolicy
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The granule table of a resume or append: bare paths/URLs the store already knows take
+    their kept rows (no header read); only the others have their headers read."""
+    sources = granule_sources(source, storage_options)
+    if sources is None:  # a granule table: nothing is read
+        return resolve_and_report(
+            source, storage_options=storage_options, on_error="skip", policy=policy
+        )
+    kept = {redact_url(r["url"]): r for r in kept_rows(target).to_dict("records")}
+    known = [dict(kept[redact_url(s)], url=s) for s in sources if redact_url(s) in kept]
+    rest = [s for s in sources if redact_url(s) not in kept]
+    table, unreadable = (
+        resolve_and_report(rest, storage_options=storage_options, on_error="skip", policy=policy)
+        if rest
+        else (None, [])
+    )
+    rows = granule_table(known)
+    if table is not None and len(table):
+        rows = granule_table([*known, *table.to_dict("records")]) if known else table
+    return rows, unreadable
 
 
 def _granule_id_of(url: str) -> str:
@@ -513,6 +591,7 @@ def _plans_for_existing(
             skipped += _dropped_rows(plan)
             if plan.n_layers:
                 append_template(plan, target)
+                keep_rows(target, new, plan.token)
                 plans.append(plan)
                 added = plan.n_layers
     else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -118,6 +119,10 @@ class LocalS3:
         self.stop()
 
     def __del__(self) -> None:  # best effort: never leave a bound socket behind
+        if sys.is_finalizing():
+            # the server's daemon thread no longer runs: ``shutdown()`` would wait for it
+            # forever (a script that failed after start() hung at exit); the OS closes the socket
+            return
         try:
             self.stop()
         except Exception:  # pragma: no cover - interpreter shutdown

@@ -164,6 +164,8 @@ class RequestRecord:
     bytes_out: int
     fault: str | None
     seconds: float
+    #: The request's ``Range`` header (``"bytes=0-65535"``), ``""`` for a whole object.
+    range: str = ""
 
 
 @dataclass(frozen=True)
@@ -522,6 +524,7 @@ class S3Proxy:
                 sent,
                 fault,
                 time.perf_counter() - t0,
+                rng_header,
             )
             self._record(rec)
             return rec

@@ -80,3 +80,123 @@ def test_bilinear_reproduces_linear_field_and_ignores_nan():
 def test_fractional_index_descending_axis():
     axis = np.array([1000.0, 880.0, 760.0])
     assert np.allclose(fractional_index(np.array([1000.0, 820.0, 760.0]), axis), [0, 1.5, 2])
+
+
+# --------------------------------------------------------------------------- the rotation lattice
+
+#: Worst cases of the lattice: (target EPSG, source EPSG, lon, lat of the tile centre): UTM
+#: zones 6 deg and more from their central meridian into the polar grids, at high latitude,
+#: a UTM target, and a tile 55 km from the North Pole.
+LATTICE_CASES = [
+    (3413, 32633, 9.0, 80.0),  # 33N's central meridian is 15E
+    (3413, 32633, 21.0, 84.0),  # the northern limit of UTM
+    (3031, 32719, -75.0, -80.0),  # 19S: central meridian 69W
+    (3031, 32718, -81.0, -80.0),  # 18S: central meridian 75W
+    (3031, 32719, -66.0, -70.0),
+    (32719, 3031, -75.0, -80.0),  # polar stereographic granules into a UTM cube
+    (3413, 32633, 15.0, 89.5),
+]
+
+
+def _tile(lon: float, lat: float, epsg: int, n: int, res: float = 120.0):
+    """Pixel centres of an n x n tile of the production-aligned grid around lon, lat."""
+    cx, cy = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+    x0 = np.floor(cx / res) * res + 52.5
+    y0 = np.floor(cy / res) * res + 67.5
+    return x0 + res * (np.arange(n) - n // 2), y0 - res * (np.arange(n) - n // 2)
+
+
+def _angle_diff(a, b) -> np.ndarray:
+    """Absolute angle between the unit vectors of two SourceGeometry (radians)."""
+    return np.abs(np.arctan2(a.sin * b.cos - a.cos * b.sin, a.cos * b.cos + a.sin * b.sin))
+
+
+def _convergence_theta(x, y, target_epsg: int, source_epsg: int) -> np.ndarray:
+    """The rotation from pyproj's meridian convergences (a method independent of the
+    kernel's finite difference): theta = convergence(target) - convergence(source)."""
+    from pyproj import CRS, Proj
+
+    xx, yy = np.meshgrid(x, y)
+    lon, lat = Transformer.from_crs(target_epsg, 4326, always_xy=True).transform(xx, yy)
+    conv_t = Proj(CRS.from_epsg(target_epsg)).get_factors(lon, lat).meridian_convergence
+    conv_s = Proj(CRS.from_epsg(source_epsg)).get_factors(lon, lat).meridian_convergence
+    return np.radians(conv_t - conv_s)
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "lon", "lat", "n"),
+    [(*case, 320) for case in LATTICE_CASES]
+    + [pytest.param(*case, 1024, marks=pytest.mark.slow) for case in LATTICE_CASES],
+)
+def test_lattice_rotation_is_within_its_bound_of_the_per_pixel_computation(
+    target, source, lon, lat, n
+):
+    """320 px tiles in the default suite; 1024 px tiles (-m slow) check the lattice's indexing
+    over 64 x 64 cells (the error of a cell does not depend on the tile's size)."""
+    from itslive_dask.cube.reproject import ANGLE_TOLERANCE
+
+    x, y = _tile(lon, lat, target, n)
+    exact = source_geometry(x, y, target, source, exact=True)
+    fast = source_geometry(x, y, target, source)
+    # positions are never approximated: the same bits as the per-pixel transform
+    assert np.array_equal(fast.xs, exact.xs) and np.array_equal(fast.ys, exact.ys)
+    err = _angle_diff(fast, exact)
+    assert np.isfinite(err).all()
+    assert err.max() < ANGLE_TOLERANCE  # the stated bound: 1e-6 rad, 1e-6 of the speed
+    assert np.abs(np.hypot(fast.cos, fast.sin) - 1).max() < 1e-12  # a rotation, unit length
+    # ... and against the analytic rotation (meridian convergences), on every 8th pixel of
+    # each axis (pyproj's get_factors is slow), lattice nodes and in-between pixels alike
+    theta = _convergence_theta(x[3::8], y[5::8], target, source)
+    d = np.arctan2(fast.sin[5::8, 3::8], fast.cos[5::8, 3::8]) - theta
+    assert np.abs((d + np.pi) % (2 * np.pi) - np.pi).max() < ANGLE_TOLERANCE
+
+
+def test_lattice_interpolates_most_pixels_and_falls_back_cell_by_cell(monkeypatch):
+    import itslive_dask.cube.reproject as R
+
+    x, y = _tile(9.0, 80.0, 3413, 256)
+    counted: list[int] = []
+    real = R._angles
+
+    def counting(xs, ys, *args):
+        counted.append(xs.size)
+        return real(xs, ys, *args)
+
+    monkeypatch.setattr(R, "_angles", counting)
+    fast = source_geometry(x, y, 3413, 32633)
+    assert sum(counted) < 0.05 * x.size * y.size  # nodes and check points only
+    assert 0 < _angle_diff(fast, source_geometry(x, y, 3413, 32633, exact=True)).max()
+    # no cell passes a zero tolerance: every pixel is computed exactly, bit for bit
+    monkeypatch.setattr(R, "ANGLE_TOLERANCE", 0.0)
+    counted.clear()
+    strict = source_geometry(x, y, 3413, 32633)
+    exact = source_geometry(x, y, 3413, 32633, exact=True)
+    assert sum(counted) >= x.size * y.size
+    for name in ("xs", "ys", "cos", "sin"):
+        assert np.array_equal(getattr(strict, name), getattr(exact, name)), name
+
+
+def test_lattice_gives_the_same_bits_whatever_the_tiling():
+    # the lattice is anchored to the grid: a pixel's rotation does not depend on its tile
+    x, y = _tile(-75.0, -80.0, 3031, 300)
+    whole = source_geometry(x, y, 3031, 32719)
+    for rows, cols in [
+        (slice(0, 64), slice(0, 64)),
+        (slice(37, 137), slice(5, 42)),
+        (slice(299, 300), slice(3, 300)),
+    ]:
+        part = source_geometry(x[cols], y[rows], 3031, 32719)
+        for name in ("xs", "ys", "cos", "sin"):
+            assert np.array_equal(getattr(part, name), getattr(whole, name)[rows, cols]), name
+
+
+def test_lattice_keeps_nan_where_the_transform_fails():
+    # the South Pole has no place in the North polar stereographic CRS: its pixel is NaN
+    x = np.linspace(-2.4e5, 2.4e5, 65)
+    y = np.linspace(2.4e5, -2.4e5, 65)
+    exact = source_geometry(x, y, 3031, 3413, exact=True)
+    fast = source_geometry(x, y, 3031, 3413)
+    assert np.array_equal(np.isnan(fast.cos), np.isnan(exact.cos))
+    ok = np.isfinite(exact.cos)
+    assert ok.any() and not ok.all()
+    assert _angle_diff(fast, exact)[ok].max() < 1e-6

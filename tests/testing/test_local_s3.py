@@ -118,3 +118,19 @@ def test_bad_arguments():
             s3.create_bucket("a/b")
         with pytest.raises(InvalidInputError, match="cannot create bucket 'x'"):
             s3.create_bucket("x")  # S3 bucket names have at least 3 characters
+
+
+def test_a_script_that_fails_with_the_server_running_still_exits(tmp_path):
+    """A started server never stopped (the script raised): the interpreter exits at once
+    (it used to hang forever in ``__del__`` waiting for the server's stopped thread)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "from itslive_dask.testing.local_s3 import LocalS3\n"
+        "server = LocalS3().start()\n"
+        "raise SystemExit(3)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], timeout=60, capture_output=True)
+    assert done.returncode == 3, done.stderr[-2000:]

@@ -1,0 +1,582 @@
+"""Benchmark: issue 11's "20x faster than the tutorial", on realistic-size granules, end to end.
+
+The archive: ``n`` realistic-size synthetic V2 granules (``SyntheticConfig(size="realistic")``:
+1879 x 2016 px at 120 m, full-width (640, 2016) row chunks, gzip 2 + shuffle, ~17 MB each),
+Svalbard region (3 UTM zones and EPSG:3413), seed 0, no V1 granule and none outside the
+region (what a polygon search returns). Granule ``i`` depends only on ``(seed, i)``, so
+:func:`realistic_archive` renders only the granules a folder does not hold yet: the archive
+of 128 granules is the first 128 of the archive of 384.
+
+Cases, each in a fresh Python process (``bench_e2e.run_case``: peak RSS = the case's own),
+one after the other in the same run:
+
+* **S3** (the granules on the local S3 server, moto in its own process, behind the counting
+  proxy :class:`itslive_dask.testing.s3proxy.S3Proxy`):
+
+  - ``tutorial``: the tutorial's way: download every granule, whole objects one after the
+    other (``baseline_load_cube.download``, as ``download_velocity_granules`` did), into a
+    folder, then the tutorial's eager ``load_cube`` on the folder, then ``to_zarr``;
+  - ``engine``: ``write_cube`` straight from the ``s3://`` URLs (the range reader) on a
+    fresh ``LocalCluster`` of 2 single-threaded worker processes (cluster start excluded).
+
+* **local files** (both from the same folder of files): ``load_cube`` + ``to_zarr`` vs
+  ``write_cube`` from the local paths.
+
+Figures per case: wall time (download, load, write), driver peak RSS (``VmHWM``), worker
+peak RSS (``VmHWM``), bytes and requests through the proxy, layers in the cube, and the ratio
+tutorial / engine in the same run. Nothing is asserted here (``test_bench_tutorial.py``).
+
+Run::
+
+    PYTHONPATH=$PWD .venv/bin/python -W ignore benchmarks/bench_tutorial.py \
+        --work /tmp/itslive-bench/work --out /tmp/itslive-bench/out-tutorial \
+        --s3-granules 128 --local-granules 384
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The synthetic archive of this benchmark (besides ``n_granules`` and ``seed``).
+ARCHIVE_CONFIG: dict[str, Any] = {
+    "region": "svalbard",
+    "size": "realistic",
+    "v1_fraction": 0.0,
+    "outside_fraction": 0.0,
+}
+
+
+def _render_one(spec: Any, path: str) -> int:
+    """Process-pool task: render one granule to ``path`` (atomically); its size in bytes."""
+    from itslive_dask.testing.synthetic.archive import generate_granule
+
+    data = generate_granule(spec)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.part-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return len(data)
+
+
+def incremental_archive(
+    dest: str | os.PathLike, n: int, *, seed: int = 0, processes: int = 2, **config: Any
+) -> Any:
+    """The granule table of the synthetic archive ``SyntheticConfig(n_granules=n, seed=seed,
+    **config)`` under ``dest``, rendering only the granules not there yet.
+
+    Granule ``i`` of a synthetic archive depends only on ``(seed, i)`` and the configuration,
+    so one folder holds the archives of every ``n`` for one configuration: keep one folder per
+    configuration. Files are written atomically (a rename), so an interrupted run leaves no
+    partial granule behind.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The granule table (``url`` = local paths), as :func:`generate_archive` returns it.
+    """
+    import multiprocessing
+
+    from itslive_dask.table import granule_table
+    from itslive_dask.testing.synthetic import SyntheticConfig
+    from itslive_dask.testing.synthetic.archive import granule_record
+    from itslive_dask.testing.synthetic.specs import make_granule_specs
+
+    dest = Path(dest).resolve()
+    config = {"noise_std": 0.0, **config}
+    specs = make_granule_specs(SyntheticConfig(n_granules=n, seed=seed, **config))
+    missing = [s for s in specs if not (dest / s.key).exists()]
+    if missing:
+        t0 = time.perf_counter()
+        paths = [str(dest / s.key) for s in missing]
+        if processes <= 1:
+            for spec, path in zip(missing, paths, strict=True):
+                _render_one(spec, path)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as ex:
+                list(ex.map(_render_one, missing, paths, chunksize=4))
+        log.info(
+            "rendered %d granules in %.0f s into %s", len(missing), time.perf_counter() - t0, dest
+        )
+    return granule_table([granule_record(s, str(dest / s.key)) for s in specs])
+
+
+def realistic_archive(dest: str | os.PathLike, n: int, *, seed: int = 0, processes: int = 2) -> Any:
+    """:func:`incremental_archive` of this benchmark's realistic-size granules (:data:`ARCHIVE_CONFIG`)."""
+    return incremental_archive(dest, n, seed=seed, processes=processes, **ARCHIVE_CONFIG)
+
+
+# ----------------------------------------------------------------------------- cases (one process each)
+def scheduler_task_counts(client: Any) -> dict[str, int]:
+    """Tasks the scheduler has run so far, per task prefix (each run task passes ``processing``)."""
+
+    def counts(dask_scheduler: Any) -> dict[str, int]:
+        return {
+            k: int(tp.state_counts.get("processing", 0))
+            for k, tp in dask_scheduler.task_prefixes.items()
+        }
+
+    return client.run_on_scheduler(counts)
+
+
+def case_tutorial(spec: dict[str, Any]) -> dict[str, Any]:
+    """The tutorial end to end: download every granule (if remote), ``load_cube``, ``to_zarr``."""
+    import shutil
+    import tempfile
+
+    from baseline_load_cube import download, load_cube
+
+    urls = list(spec["urls"])
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    tmp = None
+    if urls and "://" in urls[0]:
+        tmp = tempfile.mkdtemp(prefix="itslive-tutorial-dl-", dir=spec["tmp"])
+        paths = download(urls, tmp, spec.get("storage_options"))
+        out["download_s"] = time.perf_counter() - t0
+        out["downloaded_mb"] = sum(os.path.getsize(p) for p in paths) / 1e6
+    else:
+        paths = urls
+    store_dir = tempfile.mkdtemp(prefix="itslive-tutorial-zarr-", dir=spec["tmp"])
+    try:
+        t1 = time.perf_counter()
+        cube, stats = load_cube(paths, spec["geojson"])
+        out["load_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        if cube is not None:
+            cube.to_zarr(os.path.join(store_dir, "cube.zarr"), mode="w", consolidated=False)
+        out["to_zarr_s"] = time.perf_counter() - t2
+        out["elapsed_s"] = time.perf_counter() - t0
+        out["stats"] = stats
+        out["layers"] = int(cube.sizes["time"]) if cube is not None else 0
+        out["shape"] = (
+            [int(cube.sizes[d]) for d in ("time", "y", "x")] if cube is not None else None
+        )
+        out["cube_mb"] = cube.nbytes / 2**20 if cube is not None else 0.0
+        out["store_mb"] = _folder_mb(store_dir)
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
+    """``write_cube`` from the table's URLs on a fresh ``LocalCluster`` (cluster start excluded)."""
+    import shutil
+    import tempfile
+
+    import geopandas as gpd
+    from bench_e2e import _cluster, _health, _worker_peaks, _worker_rss_now
+
+    from itslive_dask import write_cube
+
+    table = gpd.read_parquet(spec["table"])
+    store_dir = tempfile.mkdtemp(prefix="itslive-engine-zarr-", dir=spec["tmp"])
+    t0 = time.perf_counter()
+    cluster, client = _cluster(
+        spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env")
+    )
+    out: dict[str, Any] = {
+        "cluster_start_s": time.perf_counter() - t0,
+        "memory_limit": spec.get("memory_limit"),
+    }
+    try:
+        before = set(client.scheduler_info()["workers"])
+        out["worker_rss_idle"] = _worker_rss_now(client)
+        t1 = time.perf_counter()
+        res = write_cube(
+            table,
+            os.path.join(store_dir, "cube.zarr"),
+            spec["geojson"],
+            storage_options=spec.get("storage_options"),
+            client=client,
+            chunks=spec.get("chunks"),
+            progress=False,
+        )
+        out["elapsed_s"] = time.perf_counter() - t1
+        out["layers"] = int(res.shape[0])
+        out["shape"] = list(res.shape)
+        out["blocks_written"] = res.blocks_written
+        out["granules_read"] = res.granules_read
+        out["failed"] = len(res.failed)
+        out["tasks"] = scheduler_task_counts(client)
+        out["worker_peak_rss"] = _worker_peaks(client)
+        out["health"] = _health(client, before)
+        out["store_mb"] = _folder_mb(store_dir)
+    finally:
+        client.close()
+        try:
+            cluster.close(timeout=30)
+        except Exception as exc:  # distributed raises bare TimeoutErrors at shutdown
+            out["shutdown_error"] = type(exc).__name__
+        shutil.rmtree(store_dir, ignore_errors=True)
+    return out
+
+
+CASES = {"tutorial": case_tutorial, "engine": case_engine}
+
+
+def _folder_mb(path: str | os.PathLike) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def run_case(case: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run one case of :data:`CASES` in a fresh interpreter; its JSON result plus its peak RSS."""
+    import json
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    spec_path = work / f"spec-{case}-{time.time_ns()}.json"
+    spec_path.write_text(json.dumps(spec, default=str))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(here), env.get("PYTHONPATH", "")])
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "ignore",
+                str(Path(__file__).resolve()),
+                "--case",
+                case,
+                str(spec_path),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    finally:
+        spec_path.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"case {case} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- the comparison
+def _spec(
+    table: Any,
+    geojson: dict[str, Any],
+    work: Path,
+    storage_options: dict[str, Any] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    path = work / f"tutorial-table-{time.time_ns()}.parquet"
+    table.to_parquet(path)
+    return {
+        "table": str(path),
+        "urls": list(table["url"]),
+        "geojson": geojson,
+        "storage_options": storage_options,
+        "tmp": str(work),
+        **extra,
+    }
+
+
+def _row(
+    source: str, case: str, n: int, r: dict[str, Any], proxy_stats: Any = None
+) -> dict[str, Any]:
+    peaks = r.get("worker_peak_rss") or {}
+    row = {
+        "source": source,
+        "case": case,
+        "granules": n,
+        **r,
+        "driver_peak_mb": r["driver_peak_rss"] / 2**20,
+        "max_worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
+    }
+    if proxy_stats is not None:
+        s = proxy_stats.summary()
+        row["proxy"] = s
+        row["mb_fetched"] = s["bytes_out"] / 1e6
+        row["requests"] = s["requests"]
+        row["requests_per_granule"] = s["requests"] / max(n, 1)
+    return row
+
+
+def _pair(
+    source: str, n: int, spec: dict[str, Any], work: Path, proxy: Any = None, n_workers: int = 2
+) -> list[dict[str, Any]]:
+    """The tutorial then the engine on one spec; rows with the ratio of the two wall times."""
+    rows = []
+    for case in ("tutorial", "engine"):
+        load = [round(v, 2) for v in os.getloadavg()]
+        if proxy is not None:
+            proxy.reset_stats()
+        r = run_case(case, {**spec, "n_workers": n_workers}, work)
+        st = proxy.reset_stats() if proxy is not None else None
+        row = _row(source, case, n, r, st)
+        row["loadavg_before"] = load
+        row["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+        rows.append(row)
+        log.info("%s %s %d: %.1f s (load %s)", source, case, n, r["elapsed_s"], load)
+    base = rows[0]["elapsed_s"]
+    for row in rows:
+        row["x_faster"] = base / row["elapsed_s"]
+    return rows
+
+
+def run_comparison(
+    work: str | os.PathLike,
+    *,
+    s3_granules: int = 128,
+    local_granules: tuple[int, ...] = (128, 384),
+    seed: int = 0,
+    n_workers: int = 2,
+) -> dict[str, Any]:
+    """The tutorial vs the engine on realistic granules: from the local S3 server (behind the
+    counting proxy) at ``s3_granules``, and from local files at each of ``local_granules``.
+
+    Returns
+    -------
+    dict
+        ``rows``: one per (source, granules, case), in run order; archive facts.
+    """
+    from bench_common import s3_server_process, upload_table
+
+    from itslive_dask.testing.s3proxy import S3Proxy
+    from itslive_dask.testing.synthetic import get_region
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    dest = work / f"realistic-{seed}"
+    n_max = max([s3_granules, *local_granules])
+    t0 = time.perf_counter()
+    realistic_archive(dest, n_max, seed=seed)
+    archive_s = time.perf_counter() - t0
+    geojson = get_region("svalbard").geojson
+    rows: list[dict[str, Any]] = []
+    specs: list[Path] = []
+    try:
+        if s3_granules:
+            table = realistic_archive(dest, s3_granules, seed=seed)
+            with s3_server_process() as so:
+                t1 = time.perf_counter()
+                s3table = upload_table(table, so, bucket="its-live-data", root=str(dest))
+                upload_s = time.perf_counter() - t1
+                with S3Proxy(so) as proxy:
+                    spec = _spec(s3table, geojson, work, proxy.storage_options)
+                    specs.append(Path(spec["table"]))
+                    for row in _pair("local S3 (moto)", s3_granules, spec, work, proxy, n_workers):
+                        row["upload_s"] = upload_s
+                        rows.append(row)
+        for n in local_granules:
+            table = realistic_archive(dest, n, seed=seed)
+            spec = _spec(table, geojson, work, None)
+            specs.append(Path(spec["table"]))
+            rows.extend(_pair("local files", n, spec, work, None, n_workers))
+    finally:
+        for p in specs:
+            p.unlink(missing_ok=True)
+    sizes = [p.stat().st_size for p in dest.rglob("*.nc")]
+    decoded = decoded_pixels(realistic_archive(dest, n_max, seed=seed), geojson)
+    return {
+        "decoded_pixels": decoded,
+        "archive": {
+            "folder": str(dest),
+            "config": {"seed": seed, **ARCHIVE_CONFIG},
+            "files_on_disk": len(sizes),
+            "mean_granule_mb": sum(sizes) / max(len(sizes), 1) / 1e6,
+            "render_s": archive_s,
+        },
+        "n_workers": n_workers,
+        "rows": rows,
+    }
+
+
+def decoded_pixels(table: Any, geojson: dict[str, Any], variables: int = 4) -> dict[str, Any]:
+    """Pixels each side must decode per granule (from the files' headers, h5py).
+
+    The tutorial's ``rio.clip`` masks the whole raster (``xds.where``) before cropping: every
+    pixel of every 2-D variable is decoded. The engine decodes the stored chunks that the
+    region's bounding box touches (rows and columns, in the granule's CRS; one pixel of margin)
+    for ``variables`` variables (``vx``'s chunking).
+    """
+    import h5py
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+
+    ring = shapely.segmentize(shapely.geometry.shape(geojson), 0.01).exterior.coords
+    lon, lat = np.asarray(ring).T
+    tut, eng, chunks_touched = [], [], []
+    for url, epsg in zip(table["url"], table["epsg"], strict=True):
+        with h5py.File(url, "r") as f:
+            y, x = f["y"][:], f["x"][:]
+            two_d = [k for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2]
+            tut.append(sum(f[k].size for k in two_d))
+            cy, cx = f["vx"].chunks or f["vx"].shape
+        gx, gy = Transformer.from_crs(4326, int(epsg), always_xy=True).transform(lon, lat)
+        res = abs(float(x[1] - x[0]))
+        rows = np.nonzero((y >= gy.min() - res) & (y <= gy.max() + res))[0]
+        cols = np.nonzero((x >= gx.min() - res) & (x <= gx.max() + res))[0]
+        n = len(set(rows // cy)) * len(set(cols // cx)) if len(rows) and len(cols) else 0
+        chunks_touched.append(n)
+        eng.append(n * cy * cx * variables)
+    return {
+        "tutorial_mpx_per_granule": float(np.mean(tut)) / 1e6,
+        "engine_mpx_per_granule": float(np.mean(eng)) / 1e6,
+        "tutorial_over_engine": float(np.sum(tut) / max(np.sum(eng), 1)),
+        "chunks_per_variable_histogram": np.bincount(chunks_touched).tolist(),
+    }
+
+
+def profile_engine(
+    table: Any, geojson: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """cProfile every block of ``write_cube``'s cube of ``table`` in this one process (the
+    block kernel only: no cluster, no Zarr), caches cold at the start as in a fresh worker:
+    where the engine's time per granule goes, by stage."""
+    import cProfile
+    from dataclasses import replace
+
+    from bench_common import profile_summary
+    from bench_read import _STAGES, _clear_caches, block_inputs
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+
+    stages_of = {
+        **_STAGES,
+        "header": "header (read_info)",
+        "read_window_ranged": "ranged window (fetch + decode)",
+        "decode_chunk": "decode_chunk (inflate + unshuffle)",
+        "_fetch": "RangeFile._fetch (header GETs)",
+    }
+    plan = make_plan(table, geojson)
+    _clear_caches(B)
+    prof = cProfile.Profile()
+    reads = 0
+    t0 = time.perf_counter()
+    for block in plan.block_ids():
+        if not plan.blocks.get(block):
+            continue
+        cfg, refs, rows, cols, nt = block_inputs(plan, block)
+        if storage_options:
+            cfg = replace(cfg, storage_options=dict(storage_options))
+        reads += len(refs)
+        prof.enable()
+        B.read_block(cfg, refs, rows, cols, nt)
+        prof.disable()
+    total = time.perf_counter() - t0
+    summary = profile_summary(prof, total, stages_of)
+    return {
+        "granules": len(table),
+        "granule_block_reads": reads,
+        "total_s": total,
+        "ms_per_granule_read": 1e3 * total / max(reads, 1),
+        "stages_s": summary["stages_s"],
+        "stages_pct": summary["stages_pct"],
+        "top_self_time": [
+            {"function": f, "s": t, "pct": 100 * t / total} for f, t in summary["top_own_s"]
+        ],
+    }
+
+
+COLUMNS = [
+    "source",
+    "granules",
+    "case",
+    "elapsed_s",
+    "download_s",
+    "load_s",
+    "to_zarr_s",
+    "x_faster",
+    "driver_peak_mb",
+    "max_worker_peak_mb",
+    "mb_fetched",
+    "requests_per_granule",
+    "layers",
+    "loadavg_before",
+]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: run the comparison, print the table, write ``<out>/tutorial_realistic.json``."""
+    import argparse
+    import json
+    import sys
+    import tempfile
+
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--case"]:  # one case in this fresh process (run_case)
+        from bench_common import peak_rss_self
+
+        logging.basicConfig(level=logging.WARNING)
+        spec = json.loads(Path(argv[2]).read_text())
+        res = CASES[argv[1]](spec)
+        res["driver_peak_rss"] = peak_rss_self()
+        sys.stdout.write(json.dumps(res, default=str) + "\n")
+        return res
+    from bench_common import machine_info, md_table, out_dir, write_result
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "itslive-bench-work"),
+        help="archives (reused)",
+    )
+    ap.add_argument("--out", default=None, help="folder of the JSON result")
+    ap.add_argument(
+        "--s3-granules", type=int, default=128, help="granules on the local S3 server (0: skip)"
+    )
+    ap.add_argument(
+        "--local-granules", default="128,384", help="local-file sizes, comma-separated ('' to skip)"
+    )
+    ap.add_argument(
+        "--workers", type=int, default=2, help="engine worker processes (1 thread each)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="only cProfile the blocks of N local granules in one process",
+    )
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start = machine_info()
+    if args.profile:
+        from itslive_dask.testing.synthetic import get_region
+
+        table = realistic_archive(
+            Path(args.work) / f"realistic-{args.seed}", args.profile, seed=args.seed
+        )
+        prof = profile_engine(table, get_region("svalbard").geojson)
+        prof["machine_start"] = start
+        print(json.dumps(prof, indent=1))
+        print(f"result -> {write_result(out_dir(args.out), 'tutorial_profile', prof)}")
+        return prof
+    res = run_comparison(
+        args.work,
+        s3_granules=args.s3_granules,
+        seed=args.seed,
+        n_workers=args.workers,
+        local_granules=tuple(int(n) for n in args.local_granules.split(",") if n.strip()),
+    )
+    res["machine_start"] = start
+    print(
+        f"\n{res['archive']['files_on_disk']} realistic granules on disk, {res['archive']['mean_granule_mb']:.1f} MB each"
+    )
+    print(md_table(res["rows"], COLUMNS))
+    print(f"decoded pixels per granule: {json.dumps(res['decoded_pixels'])}")
+    path = write_result(out_dir(args.out), "tutorial_realistic", res)
+    print(f"\nresult -> {path}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Granule headers kept in a build's state, so a resumed or appended build reads none again.
+
+Two things are kept. The granule-table rows of each generation (:func:`keep_rows`), so a
+``resume`` or ``append`` given bare paths or URLs does not read the headers of granules the
+store already knows at planning time; and, per granule, what block tasks read:
+
+the first time a block task reads a remote granule's light header and chunk index (a HEAD
+and a few ranged GETs of HDF5 metadata, see :class:`itslive_dask.io.remote.RangedReader`), it
+keeps them as one small JSON object in the store, ``_itslive/headers/<key>.json`` (about
+1–3 kB: EPSG, the axes as start/step/size, the decoding specs and the byte ranges of the
+chunks of the cube's variables). A later build on the same store (``resume`` after a kill,
+``append``) lists that folder once and hands the records to its block tasks, which then
+fetch only the chunks they need: no request to the granule archive for its header.
+
+A record names no credential: the URL in it is redacted and its key is a hash. Keeping a
+record is an optimisation: a failure to write or read one is logged and the header is read
+from the granule instead; a record that no longer matches its object (a replaced file) makes
+the window read fail, and the kernel then reads the header again (see
+:func:`itslive_dask.cube.kernel.read_block_with_report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from itslive_dask.cache import LRU
+from itslive_dask.io.urls import redact_url
+from itslive_dask.store.state import STATE
+from itslive_dask.store.target import StoreTarget, put_json
+
+__all__ = ["HEADERS", "StoreHeaders", "header_key", "keep_rows", "kept_rows", "list_header_keys"]
+
+log = logging.getLogger(__name__)
+
+#: Folder of the records inside the build state.
+HEADERS = "headers"
+
+#: (store url, key) of the records this process wrote or read (one write per granule and
+#: process, and the record read from the store once).
+_SEEN: LRU[dict[str, Any] | bool] = LRU(maxsize=65536)
+
+
+def header_key(url: str) -> str:
+    """The record name of a granule: a hash of its URL without query or credentials."""
+    return hashlib.sha256(redact_url(url).split("?", 1)[0].encode()).hexdigest()[:32]
+
+
+def list_header_keys(target: StoreTarget) -> frozenset[str]:
+    """Keys of the records a store holds (one listing; empty when there are none)."""
+    fs = target.fs()
+    base = target.path(STATE, HEADERS)
+    fs.invalidate_cache(base)
+    try:
+        names = fs.ls(base, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    return frozenset(
+        posixpath.basename(n)[: -len(".json")] for n in names if str(n).endswith(".json")
+    )
+
+
+@dataclass(frozen=True)
+class StoreHeaders:
+    """The header records of one store, as block tasks use them (picklable).
+
+    Parameters
+    ----------
+    target
+        The output store.
+    known
+        Keys of the records present when the build started (from :func:`list_header_keys`):
+        only those are read, so a fresh build makes no lookup that would miss.
+    """
+
+    target: StoreTarget
+    known: frozenset[str] = field(default_factory=frozenset, repr=False)
+
+    def get(self, url: str) -> Mapping[str, Any] | None:
+        """The record of granule ``url``, or None (none kept, or it cannot be read)."""
+        key = header_key(url)
+        if key not in self.known:
+            return None
+        cached = _SEEN.peek((self.target.url, key))
+        if isinstance(cached, dict):
+            return cached
+        if cached is False:  # did not match its object in this process
+            return None
+        try:
+            fs = self.target.fs()
+            record = json.loads(fs.cat_file(self.target.path(STATE, HEADERS, f"{key}.json")))
+        except Exception as exc:  # an optimisation only: read the granule's header instead
+            log.info("header record %s not read (%s): reading the granule", key, type(exc).__name__)
+            return None
+        if not isinstance(record, dict):
+            return None
+        _SEEN.discard((self.target.url, key))
+        _SEEN.get((self.target.url, key), lambda: record)
+        return record
+
+    def put(self, url: str, record: Mapping[str, Any]) -> None:
+        """Keep the record of granule ``url`` (once per process; failures only logged)."""
+        key = header_key(url)
+        seen = _SEEN.peek((self.target.url, key))
+        if seen is True or (key in self.known and seen is not False):
+            return  # written by this process, or kept by an earlier build and still good
+        try:
+            put_json(self.target, (STATE, HEADERS, f"{key}.json"), dict(record))
+        except Exception as exc:  # the build does not depend on it
+            log.info("header record %s not written (%s)", key, type(exc).__name__)
+            return
+        _mark(self.target.url, key, True)
+
+    def discard(self, url: str) -> None:
+        """Stop using the record of ``url`` in this process (it did not match its object);
+        the next :meth:`put` replaces it."""
+        _mark(self.target.url, header_key(url), False)
+
+
+def _mark(store: str, key: str, value: bool) -> None:
+    _SEEN.discard((store, key))
+    _SEEN.get((store, key), lambda: value)
+
+
+# ----------------------------------------------------------------------------- granule rows
+#: Folder of the kept granule-table rows, one file per generation.
+GRANULES = "granules"
+
+
+def keep_rows(target: StoreTarget, table: Any, token: str) -> None:
+    """Keep the granule-table rows a generation was planned from in the build state (its
+    layers, and the granules planning left out: outside the region, repeated dates).
+
+    A later ``resume`` or ``append`` given bare paths/URLs takes these rows instead of
+    reading those granules' headers again (:func:`kept_rows`). Best effort: a failure is
+    logged, the build does not depend on it.
+    """
+    from itslive_dask.table import COLUMNS
+
+    rows = []
+    for rec in table.to_dict("records"):
+        row = {c: _jsonable(rec[c]) for c in COLUMNS}
+        row["url"] = redact_url(str(rec["url"]))
+        row["geometry_wkb"] = rec["geometry"].wkb_hex
+        rows.append(row)
+    try:
+        put_json(target, (STATE, GRANULES, f"{token}.json"), rows)
+    except Exception as exc:
+        log.info("granule rows not kept (%s)", type(exc).__name__)
+
+
+def kept_rows(target: StoreTarget) -> Any:
+    """The granule rows kept by :func:`keep_rows` (a granule table; empty when none)."""
+    import shapely
+
+    from itslive_dask.table import COLUMNS, granule_table
+
+    fs = target.fs()
+    base = target.path(STATE, GRANULES)
+    fs.invalidate_cache(base)
+    try:
+        paths = [p for p in fs.ls(base, detail=False) if str(p).endswith(".json")]
+        contents = fs.cat(paths) if paths else {}
+    except (FileNotFoundError, NotADirectoryError):
+        contents = {}
+    records: dict[str, dict[str, Any]] = {}
+    for text in contents.values():
+        for row in json.loads(text):
+            rec = {c: row[c] for c in COLUMNS}
+            for c, dtype in COLUMNS.items():
+                if dtype.startswith("datetime64"):
+                    rec[c] = np.datetime64(int(row[c]), "ns")
+            rec["geometry"] = shapely.from_wkb(bytes.fromhex(row["geometry_wkb"]))
+            records[rec["url"]] = rec
+    return granule_table(records.values())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.datetime64 | pd.Timestamp):
+        return int(pd.Timestamp(value).value)  # ns since the epoch: exact
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
