@@ -123,11 +123,15 @@ def cube_from_plan(
     granule) bound the reads of each granule (:class:`~itslive_dask.io.fetch.RetryPolicy`).
     """
     with gc_paused():
-        return _cube_from_plan(plan, storage_options, on_error)
+        return _cube_from_plan(plan, storage_options, on_error, retries, retry_budget)
 
 
 def _cube_from_plan(
-    plan: CubePlan, storage_options: StorageOptions | None, on_error: str
+    plan: CubePlan,
+    storage_options: StorageOptions | None,
+    on_error: str,
+    retries: int,
+    retry_budget: float,
 ) -> xr.Dataset:
     region_wkb = shapely.to_wkb(plan.region)
     # storage options enter the key as a digest only: never in a key name
