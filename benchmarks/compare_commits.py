@@ -24,20 +24,39 @@ HERE = Path(__file__).resolve().parent
 
 _CHILD = """
 import json, sys
+import itslive_dask
 from bench_graph import run_graph
 rows = run_graph(sizes=tuple(int(s) for s in sys.argv[1].split(",")))["rows"]
-keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s")
-print(json.dumps([{k: r[k] for k in keep} for r in rows]))
+keep = ("granules", "chunking", "layers", "blocks", "tasks", "plan_s", "graph_s", "materialize_s", "total_s",
+        "rss_before_mb", "peak_rss_mb", "plan_cpu_s", "graph_cpu_s")
+print(json.dumps([{"package": itslive_dask.__file__, **{k: r[k] for k in keep}} for r in rows]))
 """
 
 
 def run_once(checkout: str, sizes: str) -> list[dict]:
-    """One run of the graph benchmark against ``checkout``'s package."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(checkout).resolve()), str(HERE)]))
+    """One run of the graph benchmark against ``checkout``'s package.
+
+    The child runs in ``checkout`` with ``-P``: ``python -c`` otherwise puts its working
+    directory first on ``sys.path``, and run from a repository root it imported that
+    root's package for both checkouts. The package it imported is checked.
+    """
+    root = Path(checkout).resolve()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(HERE)]))
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _CHILD, sizes], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-P", "-W", "ignore", "-c", _CHILD, sizes],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    for r in rows:
+        if not Path(r["package"]).resolve().is_relative_to(root):
+            raise RuntimeError(
+                f"{checkout}: the child imported {r['package']}, not this checkout's package"
+            )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +72,19 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             for r in run_once(checkout, args.sizes):
                 key = (label, r["granules"], r["chunking"])
-                print(f"round {rnd + 1} {label} load {load:.1f} {r['granules']} {r['chunking']}: plan {r['plan_s']:.2f} s, "
-                      f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s, tasks {r['tasks']}", flush=True)
+                print(
+                    f"round {rnd + 1} {label} load {load:.1f} {r['granules']} {r['chunking']}: plan {r['plan_s']:.2f} s, "
+                    f"graph {r['graph_s']:.2f} s, total {r['total_s']:.2f} s (CPU: plan {r['plan_cpu_s']:.2f} s, "
+                    f"graph {r['graph_cpu_s']:.2f} s), tasks {r['tasks']}, "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB)",
+                    flush=True,
+                )
                 if key not in best or r["total_s"] < best[key]["total_s"]:
                     best[key] = r
-    print("\nbest of the rounds (total s): " + json.dumps({" ".join(map(str, k)): round(v["total_s"], 2) for k, v in best.items()}))
+    print(
+        "\nbest of the rounds (total s): "
+        + json.dumps({" ".join(map(str, k)): round(v["total_s"], 2) for k, v in best.items()})
+    )
     return 0
 
 

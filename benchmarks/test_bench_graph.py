@@ -22,9 +22,12 @@ def test_task_count_follows_output_blocks_not_granules():
     small, large = res["rows"]
     for row in res["rows"]:
         blocks = _expected_blocks(row, chunks["series"])
-        assert row["block_tasks"] == blocks
-        # the rest of the graph: one slice per block and variable, plus the shared config
-        assert row["tasks"] == blocks * 5 + 1
+        assert row["blocks"] == blocks
+        # one task per block that reads granules, none for the others
+        assert row["block_tasks"] == row["blocks_with_data"] <= blocks
+        # the rest of the graph: one chunk per block and variable (a pick of the block's
+        # result, or a NaN fill), plus the shared config
+        assert row["tasks"] == row["blocks_with_data"] + blocks * 4 + 1
         # a per-(granule, tile) graph would be many times larger on the same table
         assert row["naive_pair_tasks"] > 3 * row["block_tasks"]
     # 4x the granules: the naive graph grows 4x too (granules x tiles they touch)
@@ -38,4 +41,4 @@ def test_graph_construction_benchmark(bench_out):
     write_result(bench_out, "graph", res)
     print("\n" + md_table(res["rows"], GRAPH_COLUMNS))
     for row in res["rows"]:
-        assert row["block_tasks"] == row["blocks"]
+        assert row["block_tasks"] == row["blocks_with_data"] <= row["blocks"]

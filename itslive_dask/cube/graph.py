@@ -1,4 +1,4 @@
-"""The cube's Dask graph and its xarray dataset: one task per output block.
+"""The cube's Dask graph and its xarray dataset: one task per output block that reads.
 
 :func:`cube_from_plan` turns a :class:`~itslive_dask.cube.plan.CubePlan` into a lazy
 ``xarray.Dataset`` whose blocks are computed by :func:`itslive_dask.cube.kernel.read_block`;
@@ -18,10 +18,10 @@ import shapely
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from itslive_dask.cube.kernel import BlockConfig, empty_block, read_block, read_block_flagged
-from itslive_dask.cube.plan import CubePlan
+from itslive_dask.cube.kernel import BlockConfig, read_block, read_block_flagged
+from itslive_dask.cube.plan import CubePlan, gc_paused
 from itslive_dask.geo.grid import TargetGrid
-from itslive_dask.types import StorageOptions
+from itslive_dask.types import GranuleRef, StorageOptions
 
 __all__ = ["CONVENTIONS", "COORD_ATTRS", "VARIABLE_ATTRS", "cube_from_plan", "cube_template"]
 
@@ -45,20 +45,46 @@ VARIABLE_ATTRS: dict[str, dict[str, str]] = {
         "description": "ground velocity component along the cube grid's y axis (rotated from the granule's grid)",
         "units": "meter/year",
     },
-    "v": {"long_name": "velocity magnitude", "description": "land ice surface speed, hypot(vx, vy)", "units": "meter/year"},
-    "v_error": {"long_name": "velocity magnitude error", "description": "error of v, as given by the granule", "units": "meter/year"},
+    "v": {
+        "long_name": "velocity magnitude",
+        "description": "land ice surface speed, hypot(vx, vy)",
+        "units": "meter/year",
+    },
+    "v_error": {
+        "long_name": "velocity magnitude error",
+        "description": "error of v, as given by the granule",
+        "units": "meter/year",
+    },
     "chip_size_width": {"long_name": "chip size in x", "units": "m"},
     "chip_size_height": {"long_name": "chip size in y", "units": "m"},
-    "interp_mask": {"long_name": "interpolated value mask", "description": "1 where the velocity was interpolated", "units": "1"},
+    "interp_mask": {
+        "long_name": "interpolated value mask",
+        "description": "1 where the velocity was interpolated",
+        "units": "1",
+    },
 }
 
 #: Attributes of the coordinates (per-layer ones along ``mid_date`` carry the provenance:
 #: each layer's granule id and URL).
 COORD_ATTRS: dict[str, dict[str, str]] = {
-    "mid_date": {"standard_name": "time", "axis": "T", "long_name": "midpoint of the two acquisitions, made unique",
-                 "description": "the k-th layer sharing a midpoint with earlier ones is k microseconds later"},
-    "x": {"standard_name": "projection_x_coordinate", "axis": "X", "long_name": "x coordinate of projection (pixel centre)", "units": "m"},
-    "y": {"standard_name": "projection_y_coordinate", "axis": "Y", "long_name": "y coordinate of projection (pixel centre)", "units": "m"},
+    "mid_date": {
+        "standard_name": "time",
+        "axis": "T",
+        "long_name": "midpoint of the two acquisitions, made unique",
+        "description": "the k-th layer sharing a midpoint with earlier ones is k microseconds later",
+    },
+    "x": {
+        "standard_name": "projection_x_coordinate",
+        "axis": "X",
+        "long_name": "x coordinate of projection (pixel centre)",
+        "units": "m",
+    },
+    "y": {
+        "standard_name": "projection_y_coordinate",
+        "axis": "Y",
+        "long_name": "y coordinate of projection (pixel centre)",
+        "units": "m",
+    },
     "acquisition_date_img1": {"long_name": "acquisition date and time of image 1"},
     "acquisition_date_img2": {"long_name": "acquisition date and time of image 2"},
     "date_dt": {"long_name": "time separation between the two acquisitions", "units": "days"},
@@ -82,10 +108,13 @@ def cube_from_plan(
     retries: int = 3,
     retry_budget: float = BlockConfig.budget,
 ) -> xr.Dataset:
-    """Build the lazy Dataset of a plan: one task per output block, shared config once.
+    """Build the lazy Dataset of a plan: one task per block that reads, shared config once.
 
-    The graph has one task per block of the plan (plus one slicing task per block and
-    variable); blocks that no granule touches are cheap fill tasks.
+    A block that reads granules is one task returning all variables (``(variable, t, y,
+    x)``); each variable's chunk of it is picked by a small task. A block that no granule
+    touches has no block task: each variable's chunk there is a NaN fill of its own. Block
+    tasks carry their granule references and layer positions as compact arrays, made
+    from the plan's membership arrays (no per-granule tuples).
 
     With ``on_error="skip"`` a granule that fails while a block is computed leaves its layer
     NaN in that block, and the lazy per-layer coordinate ``granule_status`` (0 read,
@@ -93,6 +122,17 @@ def cube_from_plan(
     ``ds.attrs["unreadable_granules"]``. ``retries`` and ``retry_budget`` (seconds per
     granule) bound the reads of each granule (:class:`~itslive_dask.io.fetch.RetryPolicy`).
     """
+    with gc_paused():
+        return _cube_from_plan(plan, storage_options, on_error, retries, retry_budget)
+
+
+def _cube_from_plan(
+    plan: CubePlan,
+    storage_options: StorageOptions | None,
+    on_error: str,
+    retries: int,
+    retry_budget: float,
+) -> xr.Dataset:
     region_wkb = shapely.to_wkb(plan.region)
     # storage options enter the key as a digest only: never in a key name
     token = dask.base.tokenize(
@@ -110,52 +150,129 @@ def cube_from_plan(
     )
     name = f"itslive-blocks-{token}"
     cfg_key = f"itslive-config-{token}"
+    status_name = f"itslive-status-{token}"
+    var_names = [f"itslive-{v}-{token}" for v in plan.variables]
     tchunks = plan.time_chunks()
     ychunks, xchunks = plan.space_chunks()
-    nvar = len(plan.variables)
-    dsk: dict = {cfg_key: cfg}
-    status: dict = {}
-    status_name = f"itslive-status-{token}"
-    t0 = plan.t_offset // plan.chunks[0]
-    for block in plan.block_ids():
-        tb, iy, ix = block
-        ts, rs, cs = plan.block_slices(block)
-        nt, ny, nx = ts.stop - ts.start, rs.stop - rs.start, cs.stop - cs.start
-        key = (name, 0, tb - t0, iy, ix)
-        refs = plan.block_refs(block)
-        window = (cfg_key, refs, (rs.start, rs.stop), (cs.start, cs.stop), nt)
-        if not refs:
-            dsk[key] = (empty_block, nvar, nt, ny, nx)
-            status[(status_name, tb - t0, iy, ix)] = (np.zeros, (nt, 1, 1), "int8")
-        elif on_error == "skip":
-            dsk[(name + "-both", tb - t0, iy, ix)] = (read_block_flagged, *window)
-            dsk[key] = (operator.getitem, (name + "-both", tb - t0, iy, ix), 0)
-            status[(status_name, tb - t0, iy, ix)] = (operator.getitem, (name + "-both", tb - t0, iy, ix), 1)
-        else:
-            dsk[key] = (read_block, *window)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    blocks = da.Array(
-        graph,
-        name,
-        chunks=((nvar,), tchunks, ychunks, xchunks),
-        dtype="float32",
-        meta=np.empty((0, 0, 0, 0), dtype="float32"),
+    t_lo, y_lo, x_lo = (
+        _starts(c, s) for c, s in ((tchunks, plan.t_offset), (ychunks, 0), (xchunks, 0))
     )
-    ds = _dataset(plan, [blocks[i] for i in range(nvar)])
-    if on_error == "skip":
-        layers = HighLevelGraph.from_collections(
-            status_name, {**dsk, **status}, dependencies=()
-        )  # fmt: skip
+    tb0 = plan.t_offset // plan.chunks[0]
+    skip = on_error == "skip"
+
+    blocks_dsk: dict = {cfg_key: cfg}
+    var_dsk: list[dict] = [{} for _ in plan.variables]
+    status: dict = {}
+    member = plan.blocks
+    keys = member.ids
+    has_data = np.zeros((len(tchunks), len(ychunks), len(xchunks)), dtype=bool)
+    if len(keys):
+        has_data[keys[:, 0] - tb0, keys[:, 1], keys[:, 2]] = True
+    # blocks that read: one task each, cut from whole-plan arrays (layer position in its
+    # block, granule reference) by the membership's offsets
+    ptr = member.ptr.tolist()
+    pair_block_t = (
+        np.repeat(keys[:, 0] - tb0, np.diff(member.ptr)) if len(keys) else np.empty(0, np.int64)
+    )
+    positions = (
+        member.layers + plan.t_offset - np.asarray(t_lo, dtype=np.int64)[pair_block_t]
+    ).astype(np.int32)
+    refs = plan.refs
+    pair_refs = [refs[k] for k in member.layers.tolist()]
+    for row, (tb, iy, ix) in enumerate(keys.tolist()):
+        a = tb - tb0
+        p0, p1 = ptr[row], ptr[row + 1]
+        args = (
+            cfg_key,
+            positions[p0:p1],
+            tuple(pair_refs[p0:p1]),
+            (y_lo[iy], y_lo[iy + 1]),
+            (x_lo[ix], x_lo[ix + 1]),
+            tchunks[a],
+        )
+        key = (name, a, iy, ix)
+        if skip:
+            both = (name + "-both", a, iy, ix)
+            blocks_dsk[both] = (_read_block_flagged, *args)
+            blocks_dsk[key] = (operator.getitem, both, 0)
+            status[(status_name, a, iy, ix)] = (operator.getitem, both, 1)
+        else:
+            blocks_dsk[key] = (_read_block, *args)
+        for i, d in enumerate(var_dsk):
+            d[(var_names[i], a, iy, ix)] = (operator.getitem, key, i)
+    # blocks no granule touches: no block task, a NaN chunk per variable
+    for a, iy, ix in np.argwhere(~has_data).tolist():
+        shape = (tchunks[a], ychunks[iy], xchunks[ix])
+        for i, d in enumerate(var_dsk):
+            d[(var_names[i], a, iy, ix)] = (_nan_chunk, shape)
+        if skip:
+            status[(status_name, a, iy, ix)] = (np.zeros, (shape[0], 1, 1), "int8")
+
+    chunks = (tchunks, ychunks, xchunks)
+    meta = np.empty((0, 0, 0), dtype="float32")
+    arrays = []
+    for i, vname in enumerate(var_names):
+        graph = HighLevelGraph({name: blocks_dsk, vname: var_dsk[i]}, {name: set(), vname: {name}})
+        arrays.append(da.Array(graph, vname, chunks=chunks, dtype="float32", meta=meta))
+    ds = _dataset(plan, arrays)
+    if skip:
+        layers = HighLevelGraph(
+            {name: blocks_dsk, status_name: status}, {name: set(), status_name: {name}}
+        )
         flags = da.Array(
             layers, status_name, chunks=(tchunks, (1,) * len(ychunks), (1,) * len(xchunks)),
             dtype="int8", meta=np.empty((0, 0, 0), dtype="int8"),
         )  # fmt: skip
         ds = ds.assign_coords(
-            granule_status=("mid_date", flags.max(axis=(1, 2)), {"flag_values": np.array([0, 1], "int8"), "flag_meanings": "read failed"})
+            granule_status=(
+                "mid_date",
+                flags.max(axis=(1, 2)),
+                {"flag_values": np.array([0, 1], "int8"), "flag_meanings": "read failed"},
+            )
         )
         ds.attrs["unreadable_granules"] = json.dumps(list(plan.unreadable))
     ds.encoding["itslive_dask_plan"] = plan
     return ds
+
+
+def _starts(sizes: tuple[int, ...], start: int) -> list[int]:
+    """Boundaries of consecutive chunks of ``sizes`` beginning at ``start``."""
+    return np.concatenate([[start], start + np.cumsum(sizes, dtype=np.int64)]).tolist()
+
+
+def _refs_at(
+    positions: np.ndarray, refs: tuple[GranuleRef, ...]
+) -> tuple[tuple[int, GranuleRef], ...]:
+    return tuple(zip(positions.tolist(), refs, strict=True))
+
+
+def _read_block(
+    cfg: BlockConfig,
+    positions: np.ndarray,
+    refs: tuple[GranuleRef, ...],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    nt: int,
+) -> np.ndarray:
+    """:func:`~itslive_dask.cube.kernel.read_block` from a block task's compact arguments."""
+    return read_block(cfg, _refs_at(positions, refs), rows, cols, nt)
+
+
+def _read_block_flagged(
+    cfg: BlockConfig,
+    positions: np.ndarray,
+    refs: tuple[GranuleRef, ...],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    nt: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~itslive_dask.cube.kernel.read_block_flagged` from compact arguments."""
+    return read_block_flagged(cfg, _refs_at(positions, refs), rows, cols, nt)
+
+
+def _nan_chunk(shape: tuple[int, int, int]) -> np.ndarray:
+    """One variable's chunk of a block no granule touches."""
+    return np.full(shape, np.nan, dtype="float32")
 
 
 def cube_template(plan: CubePlan) -> xr.Dataset:
@@ -182,7 +299,11 @@ def _dataset(plan: CubePlan, arrays: list[Any]) -> xr.Dataset:
             values = values.astype(str)
         coords[col] = ("mid_date", values, dict(COORD_ATTRS.get(col, {})))
     data_vars = {
-        v: (("mid_date", "y", "x"), arrays[i], dict(VARIABLE_ATTRS.get(v, {}), grid_mapping="mapping"))
+        v: (
+            ("mid_date", "y", "x"),
+            arrays[i],
+            dict(VARIABLE_ATTRS.get(v, {}), grid_mapping="mapping"),
+        )
         for i, v in enumerate(plan.variables)
     }
     ds = xr.Dataset(data_vars, coords=coords)
@@ -208,18 +329,23 @@ def _write_crs(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
 
     ds = ds.rio.write_crs(grid.crs, grid_mapping_name="mapping")
     attrs = ds["mapping"].attrs
-    if attrs.get("grid_mapping_name") == "polar_stereographic" and "latitude_of_projection_origin" not in attrs:
+    if (
+        attrs.get("grid_mapping_name") == "polar_stereographic"
+        and "latitude_of_projection_origin" not in attrs
+    ):
         # CF requires it (+90 or -90); pyproj's to_cf() leaves it out for variant B, whose
         # standard parallel gives the hemisphere
-        lat_ts = float(attrs.get("standard_parallel", attrs.get("latitude_of_projection_origin", 90.0)))
+        lat_ts = float(
+            attrs.get("standard_parallel", attrs.get("latitude_of_projection_origin", 90.0))
+        )
         attrs["latitude_of_projection_origin"] = 90.0 if lat_ts > 0 else -90.0
     ds["mapping"].attrs.update(
         {
             **COORD_ATTRS["mapping"],
             "spatial_epsg": grid.epsg,
-            "GeoTransform": " ".join(str(v) for v in (grid.x0, grid.resolution, 0.0, grid.y0, 0.0, -grid.resolution)),
+            "GeoTransform": " ".join(
+                str(v) for v in (grid.x0, grid.resolution, 0.0, grid.y0, 0.0, -grid.resolution)
+            ),
         }
     )
     return ds
-
-
