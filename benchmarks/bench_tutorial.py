@@ -35,6 +35,7 @@ Run::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -182,12 +183,24 @@ def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
     table = gpd.read_parquet(spec["table"])
     store_dir = tempfile.mkdtemp(prefix="itslive-engine-zarr-", dir=spec["tmp"])
     t0 = time.perf_counter()
-    cluster, client = _cluster(
-        spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env")
-    )
+    stack = contextlib.ExitStack()
+    if spec.get("worker_env") is None:
+        # the cluster write_cube itself starts (the package's worker settings, e.g. glibc's
+        # malloc behaviour instead of distributed's MALLOC_TRIM_THRESHOLD_)
+        from itslive_dask.cluster import dask_client
+
+        client = stack.enter_context(
+            dask_client(None, n_workers=spec.get("n_workers", 2), memory_limit=spec.get("memory_limit") or "auto")
+        )
+        cluster = None
+    else:
+        cluster, client = _cluster(
+            spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env")
+        )
     out: dict[str, Any] = {
         "cluster_start_s": time.perf_counter() - t0,
         "memory_limit": spec.get("memory_limit"),
+        "cluster": "package" if cluster is None else "plain LocalCluster",
     }
     try:
         before = set(client.scheduler_info()["workers"])
@@ -213,11 +226,14 @@ def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
         out["health"] = _health(client, before)
         out["store_mb"] = _folder_mb(store_dir)
     finally:
-        client.close()
-        try:
-            cluster.close(timeout=30)
-        except Exception as exc:  # distributed raises bare TimeoutErrors at shutdown
-            out["shutdown_error"] = type(exc).__name__
+        if cluster is None:
+            stack.close()
+        else:
+            client.close()
+            try:
+                cluster.close(timeout=30)
+            except Exception as exc:  # distributed raises bare TimeoutErrors at shutdown
+                out["shutdown_error"] = type(exc).__name__
         shutil.rmtree(store_dir, ignore_errors=True)
     return out
 
