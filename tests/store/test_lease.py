@@ -327,31 +327,12 @@ def test_two_concurrent_builds_one_refuses_the_store_is_a_clean_build(
     else:
         local_s3.create_bucket("lease-builds")
         url, sto = "s3://lease-builds/both.zarr", local_s3.storage_options
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def build():
-        barrier.wait()
-        try:
-            results.append(
-                write_cube(
-                    small,
-                    url,
-                    synthetic_archive.region,
-                    storage_options=synthetic_archive.storage_options,
-                    store_options=sto,
-                    chunks=CHUNKS,
-                    client=dask_client,
-                )
-            )
-        except Exception as exc:  # checked below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=build) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    results, errors = _at_once(
+        lambda: write_cube(
+            small, url, synthetic_archive.region, storage_options=synthetic_archive.storage_options,
+            store_options=sto, chunks=CHUNKS, client=dask_client,
+        )
+    )  # fmt: skip
     assert len(results) == 1 and len(errors) == 1, (results, errors)
     err = errors[0]
     assert isinstance(err, StoreError), repr(err)
@@ -380,22 +361,10 @@ def test_two_concurrent_appends_add_each_granule_once(
         chunks=CHUNKS,
         client=dask_client,
     )
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def append():
-        barrier.wait()
-        try:
-            results.append(write_cube(small, store, synthetic_archive.region, storage_options=so, mode="append",
-                                      client=dask_client))  # fmt: skip
-        except Exception as exc:  # checked below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=append) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    results, errors = _at_once(
+        lambda: write_cube(small, store, synthetic_archive.region, storage_options=so,
+                           mode="append", client=dask_client)
+    )  # fmt: skip
     assert len(results) == 1 and len(errors) == 1, (results, errors)
     assert isinstance(errors[0], StoreError) and "another build is writing" in str(errors[0])
     assert results[0].layers_added == 4
@@ -666,3 +635,23 @@ def test_two_client_processes_on_one_s3_store(
     assert f"pid {built[0]['pid']} (write_cube mode=create)" in refused[0]["outcome"]
     assert_same_cube(url, clean, local_s3.storage_options)
     assert L.read_lease(resolve_target(url, local_s3.storage_options)) is None
+
+
+def _at_once(call, n=2):
+    """Run ``call`` in ``n`` threads released at the same instant: (results, errors)."""
+    barrier = threading.Barrier(n)
+    results, errors = [], []
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(call())
+        except Exception as exc:  # the caller checks which failed and how
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results, errors
