@@ -22,15 +22,13 @@ the window read fail, and the kernel then reads the header again (see
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from itslive_dask.cache import LRU
 from itslive_dask.io.urls import redact_url
@@ -140,52 +138,42 @@ def keep_rows(target: StoreTarget, table: Any, token: str) -> None:
     layers, and the granules planning left out: outside the region, repeated dates).
 
     A later ``resume`` or ``append`` given bare paths/URLs takes these rows instead of
-    reading those granules' headers again (:func:`kept_rows`). Best effort: a failure is
-    logged, the build does not depend on it.
+    reading those granules' headers again (:func:`kept_rows`). They are one GeoParquet file
+    per generation (exact values, a few hundred bytes per granule); URLs are redacted. Best
+    effort: a failure is logged, the build does not depend on it.
     """
+    import geopandas as gpd
+
+    from itslive_dask.io.files import put_atomic
     from itslive_dask.table import COLUMNS
 
-    rows = []
-    for rec in table.to_dict("records"):
-        row = {c: _jsonable(rec[c]) for c in COLUMNS}
-        row["url"] = redact_url(str(rec["url"]))
-        row["geometry_wkb"] = rec["geometry"].wkb_hex
-        rows.append(row)
     try:
-        put_json(target, (STATE, GRANULES, f"{token}.json"), rows)
+        rows = gpd.GeoDataFrame(table[[*COLUMNS, "geometry"]].copy(), geometry="geometry", crs=table.crs)
+        rows["url"] = [redact_url(str(u)) for u in rows["url"]]
+        buf = io.BytesIO()
+        rows.to_parquet(buf, index=False)
+        put_atomic(target.join(STATE, GRANULES, f"{token}.parquet"), buf.getvalue(), target.storage_options)
     except Exception as exc:
         log.info("granule rows not kept (%s)", type(exc).__name__)
 
 
 def kept_rows(target: StoreTarget) -> Any:
     """The granule rows kept by :func:`keep_rows` (a granule table; empty when none)."""
-    import shapely
+    import geopandas as gpd
+    import pandas as pd
 
-    from itslive_dask.table import COLUMNS, granule_table
+    from itslive_dask.table import empty_granule_table, validate_granule_table
 
     fs = target.fs()
     base = target.path(STATE, GRANULES)
     fs.invalidate_cache(base)
     try:
-        paths = [p for p in fs.ls(base, detail=False) if str(p).endswith(".json")]
+        paths = [p for p in fs.ls(base, detail=False) if str(p).endswith(".parquet")]
         contents = fs.cat(paths) if paths else {}
     except (FileNotFoundError, NotADirectoryError):
         contents = {}
-    records: dict[str, dict[str, Any]] = {}
-    for text in contents.values():
-        for row in json.loads(text):
-            rec = {c: row[c] for c in COLUMNS}
-            for c, dtype in COLUMNS.items():
-                if dtype.startswith("datetime64"):
-                    rec[c] = np.datetime64(int(row[c]), "ns")
-            rec["geometry"] = shapely.from_wkb(bytes.fromhex(row["geometry_wkb"]))
-            records[rec["url"]] = rec
-    return granule_table(records.values())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.datetime64 | pd.Timestamp):
-        return int(pd.Timestamp(value).value)  # ns since the epoch: exact
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    parts = [gpd.read_parquet(io.BytesIO(data)) for data in contents.values()]
+    if not parts:
+        return empty_granule_table()
+    rows = pd.concat(parts, ignore_index=True).drop_duplicates("granule_id", keep="last")
+    return validate_granule_table(gpd.GeoDataFrame(rows, geometry="geometry", crs=parts[0].crs))

@@ -173,3 +173,23 @@ def test_resume_and_append_from_urls_read_no_known_header(
     assert list(a.granule_id.values) == list(b.granule_id.values)
     for v in VARS:
         assert a[v].values.tobytes() == b[v].values.tobytes(), v
+
+
+def test_kept_rows_come_back_exactly_with_urls_redacted(synthetic_archive, tmp_path):
+    """The rows kept for a generation are the table's rows, value for value (dates to the
+    nanosecond, footprints as the same WKB); a signed URL's query is not kept."""
+    from itslive_dask.store.headers import keep_rows, kept_rows
+    from itslive_dask.store.target import resolve_target
+
+    table = synthetic_archive.table.iloc[:10].copy()
+    table.loc[0, "url"] = table.loc[0, "url"] + "?X-Amz-Signature=abc123secret"
+    target = resolve_target(tmp_path / "rows.zarr")
+    keep_rows(target, table, "tok")
+    back = kept_rows(target).set_index("granule_id").loc[list(table.granule_id)].reset_index()
+    raw = (tmp_path / "rows.zarr" / "_itslive" / "granules" / "tok.parquet").read_bytes()
+    assert b"abc123secret" not in raw
+    assert back.loc[0, "url"] == table.loc[0, "url"].split("?", 1)[0]
+    assert list(back.url[1:]) == list(table.url[1:])
+    for col in ("mid_date", "acquisition_date_img1", "acquisition_date_img2", "epsg", "date_dt"):
+        assert list(back[col]) == list(table[col]), col
+    assert [g.wkb for g in back.geometry] == [g.wkb for g in table.geometry]
