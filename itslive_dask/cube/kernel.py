@@ -278,10 +278,9 @@ def _header(cfg, ref, reader, names, *, used):
                 used["stored"] = True
                 return grid
     info = reader.header(names)
-    if headers is not None:
-        record = getattr(reader, "record", lambda: None)()
-        if record is not None:
-            headers.put(ref.url, record)
+    record = getattr(reader, "record", None)
+    if headers is not None and record is not None:
+        headers.put(ref.url, record)
     return info
 
 

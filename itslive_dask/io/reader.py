@@ -59,8 +59,9 @@ class HeaderRecords(Protocol):
         """The record kept for ``url``, or None."""
         ...
 
-    def put(self, url: str, record: Mapping[str, Any]) -> None:
-        """Keep ``record`` for ``url`` (best effort: never raises)."""
+    def put(self, url: str, make: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Keep the record ``make()`` for ``url``, calling ``make`` only when it is kept
+        (best effort: never raises)."""
         ...
 
     def discard(self, url: str) -> None:

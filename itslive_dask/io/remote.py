@@ -193,17 +193,22 @@ class RangedReader:
     def adopt(self, record: Mapping[str, Any], names: Sequence[str]) -> GranuleGrid | None:
         """Use a header kept by an earlier read (:meth:`record`) instead of reading it:
         no request at all. None when the record does not describe ``names``."""
-        try:
-            grid = GranuleGrid.from_dict(record["grid"])
-            index = ChunkIndex.from_dict(record["index"])
-        except (KeyError, TypeError, ValueError, InvalidInputError):
-            return None
         key = tuple(dict.fromkeys(names))
-        if not set(key) <= set(record.get("asked", ())) or set(grid.variables) != set(index.names):
+        cached = HEADER_CACHE.peek((self.session, self.url, key))
+        if cached is None:  # parse the record once per build and process
+            try:
+                grid = GranuleGrid.from_dict(record["grid"])
+                index = ChunkIndex.from_dict(record["index"])
+            except (KeyError, TypeError, ValueError, InvalidInputError):
+                return None
+            if not set(key) <= set(record.get("asked", ())) or set(grid.variables) != set(index.names):
+                return None
+            cached = HEADER_CACHE.get((self.session, self.url, key), lambda: (grid, index))
+        info, index = cached
+        if not isinstance(info, GranuleGrid):
             return None
-        HEADER_CACHE.get((self.session, self.url, key), lambda: (grid, index))
-        self._index, self._names, self._info = index, key, grid
-        return grid
+        self._index, self._names, self._info = index, key, info
+        return info
 
     def window(
         self, info: GranuleInfo | GranuleGrid, names: Sequence[str], rows: slice, cols: slice

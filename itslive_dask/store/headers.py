@@ -26,7 +26,7 @@ import io
 import json
 import logging
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,16 +100,19 @@ class StoreHeaders:
             return None
         if not isinstance(record, dict):
             return None
-        _SEEN.discard((self.target.url, key))
-        _SEEN.get((self.target.url, key), lambda: record)
+        _mark(self.target.url, key, record)
         return record
 
-    def put(self, url: str, record: Mapping[str, Any]) -> None:
-        """Keep the record of granule ``url`` (once per process; failures only logged)."""
+    def put(self, url: str, make: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Keep the record ``make()`` of granule ``url`` (once per process; ``make`` is only
+        called when the record is written; failures only logged)."""
         key = header_key(url)
         seen = _SEEN.peek((self.target.url, key))
         if seen is True or (key in self.known and seen is not False):
             return  # written by this process, or kept by an earlier build and still good
+        record = make()
+        if record is None:
+            return
         try:
             put_json(self.target, (STATE, HEADERS, f"{key}.json"), dict(record))
         except Exception as exc:  # the build does not depend on it
@@ -123,7 +126,9 @@ class StoreHeaders:
         _mark(self.target.url, header_key(url), False)
 
 
-def _mark(store: str, key: str, value: bool) -> None:
+def _mark(store: str, key: str, value: dict[str, Any] | bool) -> None:
+    """What this process knows of a record: read (the record), written (True), or not to be
+    used (False)."""
     _SEEN.discard((store, key))
     _SEEN.get((store, key), lambda: value)
 
