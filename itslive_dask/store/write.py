@@ -538,17 +538,22 @@ def _resolve_with_kept(
             source, storage_options=storage_options, on_error="skip", policy=policy
         )
     kept = {redact_url(r["url"]): r for r in kept_rows(target).to_dict("records")}
-    known = [dict(kept[redact_url(s)], url=s) for s in sources if redact_url(s) in kept]
-    rest = [s for s in sources if redact_url(s) not in kept]
-    table, unreadable = (
-        resolve_and_report(rest, storage_options=storage_options, on_error="skip", policy=policy)
-        if rest
-        else (None, [])
+    known: list[dict[str, Any]] = []
+    rest: list[str] = []
+    for s in sources:
+        row = kept.get(redact_url(s))
+        if row is None:
+            rest.append(s)
+        else:
+            known.append(dict(row, url=s))  # the user's URL, as the plan token has it
+    if not rest:
+        return granule_table(known), []
+    table, unreadable = resolve_and_report(
+        rest, storage_options=storage_options, on_error="skip", policy=policy
     )
-    rows = granule_table(known)
-    if table is not None and len(table):
-        rows = granule_table([*known, *table.to_dict("records")]) if known else table
-    return rows, unreadable
+    if not known:
+        return table, unreadable
+    return granule_table([*known, *table.to_dict("records")]), unreadable
 
 
 def _granule_id_of(url: str) -> str:
