@@ -28,11 +28,14 @@ def open_binary(url: str, storage_options: Mapping[str, Any] | None = None) -> I
         yield f
 
 
-def put_atomic(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+def put_atomic(
+    url: str, data: bytes, storage_options: Mapping[str, Any] | None = None, *, durable: bool = False
+) -> None:
     """Write ``data`` to ``url`` so that readers see the old or the new file, never a part.
 
     Local parent folders are created. The temporary name carries the process and thread, so
-    concurrent writers (threads of one Dask worker) never share one.
+    concurrent writers (threads of one Dask worker) never share one. ``durable=True`` also
+    flushes a local file to disk before it replaces the old one.
     """
     fs, path = url_to_fs(url, storage_options)
     if is_remote(url):
@@ -44,6 +47,9 @@ def put_atomic(url: str, data: bytes, storage_options: Mapping[str, Any] | None 
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

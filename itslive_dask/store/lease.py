@@ -61,7 +61,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from itslive_dask.errors import StoreError
-from itslive_dask.io.files import TMP_MARK
+from itslive_dask.io.files import put_atomic
 from itslive_dask.io.urls import is_remote, redact_text
 from itslive_dask.store.target import StoreTarget, display
 
@@ -373,17 +373,7 @@ def _local_create(target: StoreTarget, lease: dict[str, Any]) -> bool:
 
 
 def _local_replace(target: StoreTarget, lease: dict[str, Any]) -> None:
-    path = target.path(STATE_DIR, LEASE)
-    tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(lease).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    put_atomic(target.path(STATE_DIR, LEASE), json.dumps(lease).encode(), durable=True)
 
 
 def _local_takeover(
