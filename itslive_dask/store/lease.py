@@ -13,8 +13,9 @@ random token that tells the holder its own lease from another's.
 
 How safe the take-over is depends on the storage:
 
-* **local files**: the lease is created with ``O_CREAT | O_EXCL`` (exactly one of two
-  builds gets it). A stale lease is replaced by a build that first creates
+* **local files**: the lease is written whole to a private file and published with a hard
+  link, which fails when a lease exists (exactly one of two builds gets it, and no build
+  ever reads a lease that is created but not yet written). A stale lease is replaced by a build that first creates
   ``lease.json.takeover`` with ``O_EXCL`` (one take-over at a time), re-reads the lease,
   checks it is still the stale one and renames its own over it. Remaining window: a build
   killed while it held ``lease.json.takeover`` leaves it behind; it is ignored after
@@ -353,16 +354,45 @@ def _precondition_failed(exc: BaseException) -> bool:
 
 
 def _local_create(target: StoreTarget, lease: dict[str, Any]) -> bool:
-    """Create the lease with O_EXCL; False when one exists."""
+    """Create the lease only if there is none; False when one exists.
+
+    The lease is written whole to a private file first and then published with a hard
+    link, which fails when the lease exists: no other build can ever read a lease that is
+    created but not yet written (an empty file would read as a damaged lease). Filesystems
+    without hard links fall back to ``O_CREAT | O_EXCL``.
+    """
     path = target.path(STATE_DIR, LEASE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = json.dumps(lease).encode()
+    private = f"{path}.{lease.get('token') or secrets.token_hex(8)}.new"
+    try:
+        with open(private, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            return _exclusive_create(path, data)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(private)
+
+
+def _exclusive_create(path: str, data: bytes) -> bool:
+    """``O_EXCL`` create, for filesystems without hard links."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(lease).encode())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:

@@ -183,6 +183,30 @@ def test_exactly_one_of_many_simultaneous_takers_wins(where):
     won[0].release()
 
 
+def test_a_lease_being_created_is_never_seen_half_written(tmp_path, monkeypatch):
+    """Another build that reads the lease while it is being created sees no lease or the
+    whole lease, never an empty file (which reads as a damaged lease, and made a refusal
+    that could not name the holder: the CI failure of the concurrent-builds test)."""
+    target = resolve_target(str(tmp_path / "store.zarr"))
+    seen = []
+    real_dumps = L.json.dumps
+
+    def dumps_and_look(obj, *a, **kw):
+        out = real_dumps(obj, *a, **kw)
+        seen.append(L.read_lease(target))  # another build reading at this instant
+        return out
+
+    monkeypatch.setattr(L.json, "dumps", dumps_and_look)
+    handle = L.acquire(target, "write_cube mode=create")
+    monkeypatch.undo()
+    for lease in seen:
+        assert lease is None or lease.get("token") == handle.token, lease
+    with pytest.raises(StoreError, match=f"pid {os.getpid()} \\(write_cube mode=create\\)"):
+        L.acquire(target, "write_cube mode=resume")
+    handle.release()
+    assert sorted(os.listdir(tmp_path)) == []  # no private file left behind
+
+
 def test_a_stale_lease_is_taken_over_with_a_warning(where):
     old = _lease(host="another-host", heartbeat=time.time() - 400, started=time.time() - 900)
     _put(where, old)
