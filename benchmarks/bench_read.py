@@ -144,11 +144,14 @@ def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 
 
 
 def _clear_caches(B, geometry: bool = True) -> None:
-    """Empty the per-process caches of the block kernel and of the byte fetcher."""
-    from itslive_dask.io import fetch
+    """Empty the per-process caches of the block kernel, of the byte fetcher and of the range
+    reader (headers, decoded chunks)."""
+    from itslive_dask.io import fetch, remote
 
     caches = [getattr(B, n, None) for n in ("MASK_CACHE", "INFO_CACHE")]
-    caches.append(fetch.BYTES_CACHE)
+    caches += [fetch.BYTES_CACHE, remote.HEADER_CACHE, B.FAILED_CACHE]
+    with remote._CHUNKS_LOCK:
+        remote._CHUNKS.clear()
     if geometry:
         caches.append(B.GEOMETRY_CACHE)
     for cache in caches:

@@ -30,7 +30,11 @@ Run::
 
     PYTHONPATH=$PWD .venv/bin/python -W ignore benchmarks/bench_tutorial.py \
         --work /tmp/itslive-bench/work --out /tmp/itslive-bench/out-tutorial \
-        --s3-granules 128 --local-granules 384
+        --s3-granules 128 --local-granules 384 [--h5py-baseline]
+
+``--h5py-baseline`` adds a third case per local size: the engine with h5py for local files
+(the local reader before session 4). ``--local-readers N`` only compares the two local
+readers in one process on N granules, for three chunkings (:func:`local_readers`).
 """
 
 from __future__ import annotations
@@ -170,6 +174,19 @@ def case_tutorial(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def case_engine_h5py(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`case_engine` with the reader before session 4 for local files (h5py in place,
+    HDF5's zlib, no decoded-chunk cache shared by tiles): the baseline of the local reader."""
+    import functools
+
+    from itslive_dask.cube.kernel import BlockConfig
+    from itslive_dask.io.reader import whole_object_reader
+    from itslive_dask.store import runner
+
+    runner.BlockConfig = functools.partial(BlockConfig, reader=whole_object_reader)  # type: ignore[assignment,misc]
+    return case_engine(spec)
+
+
 def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
     """``write_cube`` from the table's URLs on a fresh ``LocalCluster`` (cluster start excluded)."""
     import shutil
@@ -238,7 +255,7 @@ def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-CASES = {"tutorial": case_tutorial, "engine": case_engine}
+CASES = {"tutorial": case_tutorial, "engine": case_engine, "engine_h5py": case_engine_h5py}
 
 
 def _folder_mb(path: str | os.PathLike) -> float:
@@ -321,11 +338,18 @@ def _row(
 
 
 def _pair(
-    source: str, n: int, spec: dict[str, Any], work: Path, proxy: Any = None, n_workers: int = 2
+    source: str,
+    n: int,
+    spec: dict[str, Any],
+    work: Path,
+    proxy: Any = None,
+    n_workers: int = 2,
+    cases: tuple[str, ...] = ("tutorial", "engine"),
 ) -> list[dict[str, Any]]:
-    """The tutorial then the engine on one spec; rows with the ratio of the two wall times."""
+    """The tutorial then the engine (then any other of ``cases``) on one spec; rows with the
+    ratio of the tutorial's wall time to each."""
     rows = []
-    for case in ("tutorial", "engine"):
+    for case in cases:
         load = [round(v, 2) for v in os.getloadavg()]
         if proxy is not None:
             proxy.reset_stats()
@@ -349,9 +373,11 @@ def run_comparison(
     local_granules: tuple[int, ...] = (128, 384),
     seed: int = 0,
     n_workers: int = 2,
+    local_cases: tuple[str, ...] = ("tutorial", "engine"),
 ) -> dict[str, Any]:
     """The tutorial vs the engine on realistic granules: from the local S3 server (behind the
-    counting proxy) at ``s3_granules``, and from local files at each of ``local_granules``.
+    counting proxy) at ``s3_granules``, and from local files at each of ``local_granules``
+    (the cases ``local_cases``, e.g. with ``"engine_h5py"``: h5py for local files).
 
     Returns
     -------
@@ -390,7 +416,7 @@ def run_comparison(
             table = realistic_archive(dest, n, seed=seed)
             spec = _spec(table, geojson, work, None)
             specs.append(Path(spec["table"]))
-            rows.extend(_pair("local files", n, spec, work, None, n_workers))
+            rows.extend(_pair("local files", n, spec, work, None, n_workers, local_cases))
     finally:
         for p in specs:
             p.unlink(missing_ok=True)
@@ -499,6 +525,52 @@ def profile_engine(
     }
 
 
+def local_readers(
+    table: Any,
+    geojson: dict[str, Any],
+    chunkings: tuple[tuple[int, int, int], ...] = ((16, 512, 512), (16, 128, 128), (16, 64, 64)),
+    repeat: int = 2,
+) -> list[dict[str, Any]]:
+    """Local files, one process, caches cold at the start of each run: every block of the
+    cube read with h5py in place (:func:`~itslive_dask.io.reader.whole_object_reader`, the
+    local reader before session 4) and with the package's default reader
+    (:class:`~itslive_dask.io.remote.LocalReader`: the range decoder with its decoded-chunk
+    cache), for each chunking (smaller tiles: more tiles share each granule's row chunks).
+    Runs alternate between the readers; the best of ``repeat`` is kept."""
+    from dataclasses import replace
+
+    from bench_read import _clear_caches, block_inputs
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.io.reader import default_reader, whole_object_reader
+
+    rows = []
+    for chunks in chunkings:
+        plan = make_plan(table, geojson, chunks=chunks)
+        blocks = [b for b in plan.block_ids() if plan.blocks.get(b)]
+        best: dict[str, float] = {}
+        reads = 0
+        for _ in range(repeat):
+            for name, reader in (("h5py in place", whole_object_reader), ("default (LocalReader)", default_reader)):
+                _clear_caches(B)
+                t0 = time.perf_counter()
+                reads = 0
+                for block in blocks:
+                    cfg, refs, r, c, nt = block_inputs(plan, block)
+                    reads += len(refs)
+                    B.read_block(replace(cfg, reader=reader), refs, r, c, nt)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+        for name, secs in best.items():
+            rows.append({
+                "chunks": "x".join(map(str, chunks)), "reader": name, "blocks": len(blocks),
+                "granule_reads": reads, "s": secs, "ms_per_granule_read": 1e3 * secs / max(reads, 1),
+                "ms_per_granule": 1e3 * secs / max(len(table), 1),
+                "x_faster": best["h5py in place"] / secs,
+            })  # fmt: skip
+    return rows
+
+
 COLUMNS = [
     "source",
     "granules",
@@ -555,6 +627,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--h5py-baseline",
+        action="store_true",
+        help="also run the engine with h5py for local files (the reader before session 4)",
+    )
+    ap.add_argument(
+        "--local-readers",
+        type=int,
+        default=0,
+        help="only compare the local readers (h5py vs default) on N local granules, one process",
+    )
+    ap.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -565,6 +648,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     start = machine_info()
+    if args.local_readers:
+        from itslive_dask.testing.synthetic import get_region
+
+        table = realistic_archive(
+            Path(args.work) / f"realistic-{args.seed}", args.local_readers, seed=args.seed
+        )
+        lr = local_readers(table, get_region("svalbard").geojson)
+        print(md_table(lr, list(lr[0])))
+        print(f"result -> {write_result(out_dir(args.out), 'local_readers', {'rows': lr, 'machine_start': start})}")
+        return {"rows": lr}
     if args.profile:
         from itslive_dask.testing.synthetic import get_region
 
@@ -582,6 +675,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         n_workers=args.workers,
         local_granules=tuple(int(n) for n in args.local_granules.split(",") if n.strip()),
+        local_cases=("tutorial", "engine", "engine_h5py") if args.h5py_baseline else ("tutorial", "engine"),
     )
     res["machine_start"] = start
     print(

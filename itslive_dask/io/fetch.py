@@ -200,7 +200,9 @@ def with_retries(
             if permanent or attempt > policy.retries or over:
                 if not permanent:
                     problem = f"read failed after {attempt} attempts in {spent + elapsed:.1f} s: {problem}"
-                exc = GranuleError(redact_url(url), problem, attempt, elapsed)
+                # a permanent GranuleError keeps its kind (e.g. ranged.UnsupportedLayout)
+                kind = type(err) if permanent and isinstance(err, GranuleError) else GranuleError
+                exc = kind(redact_url(url), problem, attempt, elapsed)
                 raise exc from None
             log.info("retrying %s in %.1fs after %s", redact_url(url), delay, type(err).__name__)
             time.sleep(delay)

@@ -56,6 +56,7 @@ __all__ = [
     "ChunkIndex",
     "ChunkRef",
     "RangeFile",
+    "UnsupportedLayout",
     "VariableIndex",
     "coalesce_ranges",
     "decode_chunk",
@@ -88,6 +89,12 @@ _DEFLATE, _SHUFFLE, _FLETCHER32 = 1, 2, 3
 _SUPPORTED_FILTERS = {_DEFLATE: "deflate", _SHUFFLE: "shuffle", _FLETCHER32: "fletcher32"}
 
 Window = slice | tuple[int, int]
+
+
+class UnsupportedLayout(GranuleError):
+    """A variable is stored in a way the range reader does not decode (an HDF5 filter other
+    than deflate, shuffle and fletcher32; a compact or virtual layout; a non-numeric dtype).
+    ITS_LIVE granules never are; a local file that is can still be read with h5py."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ class VariableIndex:
     def __post_init__(self) -> None:
         for fid, _ in self.filters:
             if fid not in _SUPPORTED_FILTERS:
-                raise GranuleError(
+                raise UnsupportedLayout(
                     self.name, f"HDF5 filter {fid} is not supported by the range reader"
                 )
 
@@ -301,7 +308,7 @@ def _index_dataset(ds: Any, name: str, source: str) -> VariableIndex:
     layout = dcpl.get_layout()
     dtype = ds.dtype
     if dtype.kind not in "iuf" or dtype.fields is not None:
-        raise GranuleError(
+        raise UnsupportedLayout(
             source, f"variable {name!r} has dtype {dtype}; the range reader reads numbers only"
         )
     fill = ds.fillvalue
@@ -341,7 +348,7 @@ def _index_dataset(ds: Any, name: str, source: str) -> VariableIndex:
             zero = (0,) * len(shape)
             refs_c = (ChunkRef(zero, zero, int(offset), int(ds.id.get_storage_size()), 0),)
         return VariableIndex(name, dtype.str, shape, shape, (), fill_value, refs_c)
-    raise GranuleError(
+    raise UnsupportedLayout(
         source, f"variable {name!r} has a compact/virtual layout the range reader cannot read"
     )
 

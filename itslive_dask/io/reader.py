@@ -4,7 +4,9 @@ The kernel (:mod:`itslive_dask.cube.kernel`) never opens a file: it asks a
 :class:`GranuleReader` for the light header of the variables it needs (a
 :class:`~itslive_dask.granule.info.GranuleGrid`) and for windows of decoded variables. The
 production readers are :class:`itslive_dask.io.remote.RangedReader` (remote objects, chunk by
-chunk) and :class:`itslive_dask.io.hdf5.H5Reader` (local files in place, or whole objects).
+chunk) and :class:`itslive_dask.io.remote.LocalReader` (the same over local files);
+:class:`itslive_dask.io.hdf5.H5Reader` (h5py on local files in place, or on whole objects) is
+kept for comparison.
 
 A reader may also offer ``record()`` (its light header and chunk index as JSON-compatible
 data) and ``adopt(record, names)`` (use such a record instead of reading the header): the
@@ -77,25 +79,25 @@ ReaderFactory = Callable[[str, Mapping[str, Any], RetryPolicy, str], GranuleRead
 def default_reader(
     url: str, storage_options: Mapping[str, Any], policy: RetryPolicy, session: str
 ) -> GranuleReader:
-    """The production reader: ranged reads of only the needed chunks for remote granules
-    (:class:`~itslive_dask.io.remote.RangedReader`), h5py in place for local files
-    (:class:`~itslive_dask.io.hdf5.H5Reader`)."""
+    """The production reader: only the chunks a window needs, decoded without HDF5 and kept
+    decoded for the other tiles of the build, for remote granules
+    (:class:`~itslive_dask.io.remote.RangedReader`, ranged GETs) and local files
+    (:class:`~itslive_dask.io.remote.LocalReader`, h5py only for layouts the decoder does
+    not read)."""
+    from itslive_dask.io.remote import LocalReader, RangedReader
     from itslive_dask.io.urls import is_remote
 
     if is_remote(url):
-        from itslive_dask.io.remote import RangedReader
-
         return RangedReader(url, storage_options, policy, session)
-    from itslive_dask.io.hdf5 import H5Reader
-
-    return H5Reader(url, storage_options, policy, session)
+    return LocalReader(url, storage_options, policy, session)
 
 
 def whole_object_reader(
     url: str, storage_options: Mapping[str, Any], policy: RetryPolicy, session: str
 ) -> GranuleReader:
-    """Fetch each granule whole (one GET) and read it with h5py: the reader before the range
-    reader, kept for comparison in benchmarks and for stores where ranged GETs are costly."""
+    """h5py for everything: each remote granule fetched whole (one GET), a local file opened
+    in place and decoded by HDF5. The reader before the range reader, kept for comparison in
+    benchmarks and for stores where ranged GETs are costly."""
     from itslive_dask.io.hdf5 import H5Reader
 
     return H5Reader(url, storage_options, policy, session)
