@@ -3,6 +3,14 @@
 Worker side, :func:`write_block_task` computes a block with the kernel, writes it into its
 Zarr region (aligned with the chunks), then writes the block's marker: the marker, not the
 data, says the block is done.
+
+Where the blocks run decides what each worker fetches: every tile of a time block reads the
+same granules, whose full-width row chunks reach into most tiles, and each worker process
+keeps the chunks it decoded. So all tiles of a time block prefer one worker
+(:func:`slab_placement`); when there are fewer time blocks than workers, each time block's
+granules are split among several workers instead (:func:`granule_split`: every tile reads
+its part of the granules on the worker that owns that part, and one task per block joins
+the parts and writes), so that no granule is fetched by two workers.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ import uuid
 from typing import Any
 
 import dask
+import numpy as np
 import shapely
 
-from itslive_dask.cube.kernel import BlockConfig, read_block_with_report
+from itslive_dask.cube.kernel import BlockConfig, BlockReport, read_block_with_report
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET
@@ -23,7 +32,14 @@ from itslive_dask.store.state import STATE, list_markers, marker_name
 from itslive_dask.store.target import StoreTarget, put_json, storage_error_message
 from itslive_dask.store.template import encode_int16
 
-__all__ = ["run_plan", "slab_placement", "write_block_task"]
+__all__ = [
+    "granule_split",
+    "read_part_task",
+    "run_plan",
+    "slab_placement",
+    "write_block_task",
+    "write_parts_task",
+]
 
 
 def run_plan(
@@ -66,14 +82,34 @@ def run_plan(
     # be lost for good and every block still to run would fail
     cfg_future = client.submit(_block_config, cfg, key=f"itslive-config-{cfg.session}", pure=False)
     token = plan.token
-    placement = slab_placement([b for b, *_ in todo], _worker_addresses(client))
+    workers = _worker_addresses(client)
+    placement = slab_placement([b for b, *_ in todo], workers)
+    split = granule_split([b for b, *_ in todo], workers)
     futures = []
     for block, name, refs, previous in todo:
         ts, rs, cs = plan.block_slices(block)
+        t_range, rows, cols = (ts.start, ts.stop), (rs.start, rs.stop), (cs.start, cs.stop)
+        parts = _parts(refs, t_range, split.get(block[0], [])) if previous is None else []
+        if len(parts) > 1:
+            part_futures = [
+                client.submit(
+                    read_part_task, cfg_future, part_refs, positions, rows, cols,
+                    key=f"itslive-read-{name}-{k}-{token}", retries=0, pure=False,
+                    workers=[worker], allow_other_workers=True,
+                )
+                for k, (worker, positions, part_refs) in enumerate(parts)
+            ]
+            futures.append(
+                client.submit(
+                    write_parts_task, cfg_future, part_futures, t_range, rows, cols, target, name,
+                    key=f"itslive-write-{name}-{token}", retries=0, pure=False,
+                )
+            )
+            continue
         where = placement.get(block)
         futures.append(
             client.submit(
-                write_block_task, cfg_future, refs, (ts.start, ts.stop), (rs.start, rs.stop), (cs.start, cs.stop),
+                write_block_task, cfg_future, refs, t_range, rows, cols,
                 target, name, previous, key=f"itslive-write-{name}-{token}", retries=0, pure=False,
                 workers=where, allow_other_workers=where is not None,
             )
@@ -136,6 +172,52 @@ def slab_placement(
     return {b: [slab_worker[b[0]]] for b in blocks}
 
 
+def granule_split(
+    blocks: list[tuple[int, int, int]], workers: list[str]
+) -> dict[int, list[str]]:
+    """Among which workers each time block's granules are split, when there are fewer time
+    blocks than workers (else nothing is split: :func:`slab_placement` keeps each time block
+    on one worker).
+
+    With one time block and two workers, giving each worker half of the tiles makes both
+    fetch nearly every granule's row chunks (1.96x the needed bytes at 180 km); giving each
+    worker half of the granules, for every tile, fetches each chunk once.
+
+    Parameters
+    ----------
+    blocks
+        Block ids ``(time block, tile row, tile column)`` to run.
+    workers
+        Worker addresses.
+
+    Returns
+    -------
+    dict
+        ``time block -> [worker address, ...]`` (at least two), only for split time blocks.
+    """
+    slabs = sorted({b[0] for b in blocks})
+    if len(workers) < 2 or not slabs or len(slabs) >= len(workers):
+        return {}
+    k = len(workers) // len(slabs)
+    return {t: workers[i * k : (i + 1) * k] for i, t in enumerate(slabs)}
+
+
+def _parts(refs, t_range: tuple[int, int], workers: list[str]) -> list[tuple[str, tuple[int, int], tuple]]:
+    """A block's granules cut by layer position into one run per worker (the same cut for
+    every tile of the time block): ``[(worker, (first, stop) positions, refs)]``, empty
+    parts left out."""
+    if len(workers) < 2 or len(refs) < 2:
+        return []
+    nt = t_range[1] - t_range[0]
+    parts = []
+    for k, worker in enumerate(workers):
+        lo, hi = k * nt // len(workers), (k + 1) * nt // len(workers)
+        mine = tuple((pos, ref) for pos, ref in refs if lo <= pos < hi)
+        if mine:
+            parts.append((worker, (lo, hi), mine))
+    return parts
+
+
 def _worker_addresses(client: Any) -> list[str]:
     try:
         return sorted(client.scheduler_info().get("workers", {}))
@@ -143,10 +225,41 @@ def _worker_addresses(client: Any) -> list[str]:
         return []
 
 
+def read_part_task(
+    cfg: BlockConfig, refs, positions: tuple[int, int], rows, cols
+) -> tuple[tuple[int, int], np.ndarray, BlockReport]:
+    """Worker side: the layers ``positions`` of one block, read from the granules ``refs``
+    (all of them in that range); joined and written by :func:`write_parts_task`."""
+    lo, hi = positions
+    local = tuple((pos - lo, ref) for pos, ref in refs)
+    out, report = read_block_with_report(cfg, local, rows, cols, hi - lo)
+    return positions, out, report
+
+
+def write_parts_task(cfg: BlockConfig, parts, t_range, rows, cols, target: StoreTarget, marker: str) -> dict[str, Any]:
+    """Worker side: join the parts of one block read by :func:`read_part_task`, write the
+    block into its region, then its marker."""
+    nt = t_range[1] - t_range[0]
+    ny, nx = rows[1] - rows[0], cols[1] - cols[0]
+    out = np.full((len(cfg.variables), nt, ny, nx), np.nan, dtype="float32")
+    report = BlockReport()
+    for (lo, hi), values, part in parts:
+        out[:, lo:hi] = values
+        report.read.extend(part.read)
+        report.failed.extend(part.failed)
+    return _write_block(cfg, out, report, (), t_range, rows, cols, target, marker, None)
+
+
 def write_block_task(cfg: BlockConfig, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous) -> dict[str, Any]:
     """Worker side: compute one block, write it into its region, then write its marker."""
     nt = t_range[1] - t_range[0]
     out, report = read_block_with_report(cfg, refs, rows, cols, nt)
+    return _write_block(cfg, out, report, refs, t_range, rows, cols, target, marker, previous)
+
+
+def _write_block(cfg: BlockConfig, out, report: BlockReport, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous) -> dict[str, Any]:
+    """Write a computed block into its Zarr region (all layers, or with ``previous`` only the
+    layers of ``refs``: a retry of failed granules), then the block's marker."""
     group = _open_group_cached(target)
     missing = [v for v in cfg.variables if v not in group]
     if missing:

@@ -1,4 +1,5 @@
-"""Blocks of one time block prefer one worker (pure function, hand-computed cases)."""
+"""Blocks of one time block prefer one worker; with fewer time blocks than workers, the
+granules of a time block are split among workers (pure functions, hand-computed cases)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,29 @@ def test_three_time_blocks_on_two_workers():
 def test_no_preference_without_a_choice():
     assert slab_placement([(0, 0, 0), (1, 0, 0)], ["tcp://a"]) == {}
     assert slab_placement([(0, 0, 0)], []) == {}
+
+
+def test_granules_are_split_only_with_fewer_time_blocks_than_workers():
+    from itslive_dask.store.runner import granule_split
+
+    one = [(0, 0, 0), (0, 0, 1), (0, 1, 0)]
+    assert granule_split(one, ["tcp://a", "tcp://b"]) == {0: ["tcp://a", "tcp://b"]}
+    # 2 time blocks on 5 workers: 2 workers each, the fifth idles rather than re-fetching
+    assert granule_split([(3, 0, 0), (7, 1, 1)], list("abcde")) == {3: ["a", "b"], 7: ["c", "d"]}
+    assert granule_split([(0, 0, 0), (1, 0, 0)], ["tcp://a", "tcp://b"]) == {}
+    assert granule_split(one, ["tcp://a"]) == {}
+    assert granule_split([], ["tcp://a", "tcp://b"]) == {}
+
+
+def test_a_block_is_cut_by_layer_position_the_same_way_for_every_tile():
+    from itslive_dask.store.runner import _parts
+
+    refs = tuple((p, f"g{p}") for p in (0, 2, 3, 6, 7))
+    # a time block of layers 16..24 (8 layers) on 2 workers: positions 0-3 and 4-7
+    assert _parts(refs, (16, 24), ["a", "b"]) == [
+        ("a", (0, 4), ((0, "g0"), (2, "g2"), (3, "g3"))),
+        ("b", (4, 8), ((6, "g6"), (7, "g7"))),
+    ]
+    # a tile that only the first half of the granules touch: one part, not split
+    assert _parts(refs[:3], (16, 24), ["a", "b"]) == [("a", (0, 4), refs[:3])]
+    assert _parts(refs[:1], (16, 24), ["a", "b"]) == []
