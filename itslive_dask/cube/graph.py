@@ -147,6 +147,8 @@ def _cube_from_plan(
         retries=retries,
         budget=retry_budget,
         session=token,
+        # decoded chunks are worth keeping only when some granule feeds several tiles
+        keep_chunks=bool(len(plan.blocks.layers) > len(np.unique(plan.blocks.layers))),
     )
     name = f"itslive-blocks-{token}"
     cfg_key = f"itslive-config-{token}"

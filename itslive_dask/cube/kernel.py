@@ -80,6 +80,10 @@ class BlockConfig:
         Where the build keeps granule headers between runs (a
         :class:`~itslive_dask.io.reader.HeaderRecords`, e.g. the output store's
         :class:`~itslive_dask.store.headers.StoreHeaders`); None keeps them per process only.
+    keep_chunks
+        Keep decoded chunks in the reader's per-process cache for other blocks (readers that
+        have a ``keep_chunks`` attribute). False for blocks whose granules no other block
+        reads: caching their chunks would only hold memory (320 MiB per worker at most).
     """
 
     grid: TargetGrid
@@ -93,6 +97,7 @@ class BlockConfig:
     session: str = ""
     reader: ReaderFactory = default_reader
     headers: HeaderRecords | None = None
+    keep_chunks: bool = True
 
     @property
     def policy(self) -> RetryPolicy:
@@ -210,6 +215,8 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
     if known is not None:  # spent its retry budget in this build and process already
         raise GranuleError(ref.url, f"{known[0]} (not retried in this block)", known[1], 0.0)
     with cfg.reader(ref.url, cfg.storage_options, cfg.policy, cfg.session) as reader:
+        if not cfg.keep_chunks and hasattr(reader, "keep_chunks"):
+            reader.keep_chunks = False
         used: dict[str, bool] = {}
         try:
             try:

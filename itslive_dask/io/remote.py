@@ -121,6 +121,9 @@ class RangedReader:
     attempts: int
     seconds: float = 0.0
     nbytes: int = 0
+    #: Keep the decoded chunks in the build's per-process cache for the other tiles that
+    #: need them (set to False when no other tile will).
+    keep_chunks: bool = True
 
     def __init__(
         self,
@@ -233,7 +236,9 @@ class RangedReader:
         present = [n for n in dict.fromkeys(names) if n in index and index[n].refs]
         raw: dict[str, np.ndarray] = {}
         if present and shape[0] > 0 and shape[1] > 0:
-            cache = chunk_cache(self.session)
+            cache: ChunkCache | None = chunk_cache(self.session)  # drops other builds' chunks
+            if not self.keep_chunks:
+                cache = None
 
             def read() -> dict[str, np.ndarray]:
                 return read_window_ranged(

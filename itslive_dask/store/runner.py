@@ -15,6 +15,7 @@ the parts and writes), so that no granule is fetched by two workers.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import uuid
 from typing import Any
@@ -82,10 +83,14 @@ def run_plan(
     # be lost for good and every block still to run would fail
     cfg_future = client.submit(_block_config, cfg, key=f"itslive-config-{cfg.session}", pure=False)
     token = plan.token
+    shared = _read_by_several([refs for _, _, refs, _ in todo])
     workers = _worker_addresses(client)
     placement = slab_placement([b for b, *_ in todo], workers)
     split = granule_split([b for b, *_ in todo], workers)
-    futures = []
+    def shares(refs) -> bool:
+        return any(ref.url in shared for _, ref in refs)
+
+    futures: list[Any] = []
     for block, name, refs, previous in todo:
         ts, rs, cs = plan.block_slices(block)
         t_range, rows, cols = (ts.start, ts.stop), (rs.start, rs.stop), (cs.start, cs.stop)
@@ -93,24 +98,28 @@ def run_plan(
         if len(parts) > 1:
             part_futures = [
                 client.submit(
-                    read_part_task, cfg_future, part_refs, positions, rows, cols,
+                    read_part_task, cfg_future, part_refs, positions, rows, cols, shares(part_refs),
                     key=f"itslive-read-{name}-{k}-{token}", retries=0, pure=False,
                     workers=[worker], allow_other_workers=True,
                 )
                 for k, (worker, positions, part_refs) in enumerate(parts)
             ]
+            # the joins alternate between the share's workers, so that both stay equally
+            # busy and Dask's work stealing has no reason to move a share elsewhere
+            joiner = parts[len(futures) % len(parts)][0]
             futures.append(
                 client.submit(
                     write_parts_task, cfg_future, part_futures, t_range, rows, cols, target, name,
                     key=f"itslive-write-{name}-{token}", retries=0, pure=False,
+                    workers=[joiner], allow_other_workers=True,
                 )
             )
             continue
         where = placement.get(block)
         futures.append(
             client.submit(
-                write_block_task, cfg_future, refs, t_range, rows, cols,
-                target, name, previous, key=f"itslive-write-{name}-{token}", retries=0, pure=False,
+                write_block_task, cfg_future, refs, t_range, rows, cols, target, name, previous,
+                shares(refs), key=f"itslive-write-{name}-{token}", retries=0, pure=False,
                 workers=where, allow_other_workers=where is not None,
             )
         )
@@ -218,6 +227,17 @@ def _parts(refs, t_range: tuple[int, int], workers: list[str]) -> list[tuple[str
     return parts
 
 
+def _read_by_several(block_refs) -> set[str]:
+    """URLs of the granules that more than one of the blocks read (only their decoded chunks
+    are worth keeping for later blocks)."""
+    seen: set[str] = set()
+    several: set[str] = set()
+    for refs in block_refs:
+        for url in {ref.url for _, ref in refs}:
+            (several if url in seen else seen).add(url)
+    return several
+
+
 def _worker_addresses(client: Any) -> list[str]:
     try:
         return sorted(client.scheduler_info().get("workers", {}))
@@ -225,11 +245,18 @@ def _worker_addresses(client: Any) -> list[str]:
         return []
 
 
+def _keeping(cfg: BlockConfig, shared: bool) -> BlockConfig:
+    """``cfg`` for a block whose granules other blocks read too (``shared``) or not."""
+    return cfg if shared or not cfg.keep_chunks else dataclasses.replace(cfg, keep_chunks=False)
+
+
 def read_part_task(
-    cfg: BlockConfig, refs, positions: tuple[int, int], rows, cols
+    cfg: BlockConfig, refs, positions: tuple[int, int], rows, cols, shared: bool = True
 ) -> tuple[tuple[int, int], np.ndarray, BlockReport]:
     """Worker side: the layers ``positions`` of one block, read from the granules ``refs``
-    (all of them in that range); joined and written by :func:`write_parts_task`."""
+    (all of them in that range); joined and written by :func:`write_parts_task`. ``shared``:
+    other blocks read some of these granules (keep their decoded chunks)."""
+    cfg = _keeping(cfg, shared)
     lo, hi = positions
     local = tuple((pos - lo, ref) for pos, ref in refs)
     out, report = read_block_with_report(cfg, local, rows, cols, hi - lo)
@@ -250,8 +277,12 @@ def write_parts_task(cfg: BlockConfig, parts, t_range, rows, cols, target: Store
     return _write_block(cfg, out, report, (), t_range, rows, cols, target, marker, None)
 
 
-def write_block_task(cfg: BlockConfig, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous) -> dict[str, Any]:
-    """Worker side: compute one block, write it into its region, then write its marker."""
+def write_block_task(
+    cfg: BlockConfig, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous, shared: bool = True
+) -> dict[str, Any]:
+    """Worker side: compute one block, write it into its region, then write its marker.
+    ``shared``: other blocks read some of these granules (keep their decoded chunks)."""
+    cfg = _keeping(cfg, shared)
     nt = t_range[1] - t_range[0]
     out, report = read_block_with_report(cfg, refs, rows, cols, nt)
     return _write_block(cfg, out, report, refs, t_range, rows, cols, target, marker, previous)

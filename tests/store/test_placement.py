@@ -50,3 +50,14 @@ def test_a_block_is_cut_by_layer_position_the_same_way_for_every_tile():
     # a tile that only the first half of the granules touch: one part, not split
     assert _parts(refs[:3], (16, 24), ["a", "b"]) == [("a", (0, 4), refs[:3])]
     assert _parts(refs[:1], (16, 24), ["a", "b"]) == []
+
+
+def test_only_granules_read_by_several_blocks_keep_their_chunks():
+    from types import SimpleNamespace as R
+
+    from itslive_dask.store.runner import _read_by_several
+
+    a, b, c = R(url="a"), R(url="b"), R(url="c")
+    blocks = [((0, a), (1, b)), ((0, a),), ((3, c), (4, c))]  # c twice in one block: still one
+    assert _read_by_several(blocks) == {"a"}
+    assert _read_by_several([]) == set()
