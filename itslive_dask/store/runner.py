@@ -16,6 +16,7 @@ the parts and writes), so that no granule is fetched by two workers.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import resource
 import uuid
 from typing import Any
@@ -32,6 +33,8 @@ from itslive_dask.store.headers import StoreHeaders, list_header_keys
 from itslive_dask.store.state import STATE, list_markers, marker_name
 from itslive_dask.store.target import StoreTarget, put_json, storage_error_message
 from itslive_dask.store.template import encode_int16
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "granule_split",
@@ -87,6 +90,10 @@ def run_plan(
     workers = _worker_addresses(client)
     placement = slab_placement([b for b, *_ in todo], workers)
     split = granule_split([b for b, *_ in todo], workers)
+    log.info(
+        "running %d blocks of %d time blocks on %d workers (%d time blocks split by granule)",
+        len(todo), len({b[0] for b, *_ in todo}), len(workers), len(split),
+    )
     def shares(refs) -> bool:
         return any(ref.url in shared for _, ref in refs)
 
@@ -104,14 +111,13 @@ def run_plan(
                 )
                 for k, (worker, positions, part_refs) in enumerate(parts)
             ]
-            # the joins alternate between the share's workers, so that both stay equally
-            # busy and Dask's work stealing has no reason to move a share elsewhere
-            joiner = parts[len(futures) % len(parts)][0]
+            # the join goes where the scheduler puts it (next to its larger input): pinning
+            # joins to alternate workers was measured worse (1.40x the needed bytes instead
+            # of 1.03x at 180 km: shares were stolen)
             futures.append(
                 client.submit(
                     write_parts_task, cfg_future, part_futures, t_range, rows, cols, target, name,
                     key=f"itslive-write-{name}-{token}", retries=0, pure=False,
-                    workers=[joiner], allow_other_workers=True,
                 )
             )
             continue
