@@ -89,7 +89,7 @@ def default_reader(
 
     if is_remote(url):
         return RangedReader(url, storage_options, policy, session)
-    return LocalReader(url, storage_options, policy, session)
+    return LocalReader(url, None, policy, session)  # no remote options for a local file
 
 
 def whole_object_reader(

@@ -288,22 +288,16 @@ class LocalReader(RangedReader):
     url
         Path of the granule.
     storage_options
-        Ignored for local files (accepted for the reader protocol).
+        None (local files take none; :func:`~itslive_dask.io.reader.default_reader` passes
+        none).
     policy
         Retries of transient errors.
     session
         Scope of the per-process header and chunk caches (one build).
     """
 
-    def __init__(
-        self,
-        url: str,
-        storage_options: Mapping[str, Any] | None = None,
-        policy: RetryPolicy | None = None,
-        session: str = "",
-    ) -> None:
-        super().__init__(url, None, policy, session)
-        self._h5: Any = None
+    #: The h5py reader, once a variable needed it.
+    _h5: Any = None
 
     def _in_place(self) -> Any:
         from itslive_dask.io.hdf5 import H5Reader
