@@ -130,22 +130,34 @@ def run_plan(
             )
         )
     finished = n_skipped
-    for fut in as_completed(futures):
-        try:
-            res = fut.result()
-        except (StoreError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a block could not be written (store errors, lost workers)
-            for f in futures:
-                f.cancel()
-            raise StoreError(storage_error_message(target, "writing a block", exc)) from exc
-        finished += 1
-        stats["written"] += 1
-        stats["read"] |= set(res["read"])
-        stats["peak_rss"] = max(stats["peak_rss"], res["peak_rss"])
-        if progress:
-            progress(finished, total)
+    try:
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except (StoreError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a block could not be written (store errors, lost workers)
+                raise StoreError(storage_error_message(target, "writing a block", exc)) from exc
+            finished += 1
+            stats["written"] += 1
+            stats["read"] |= set(res["read"])
+            stats["peak_rss"] = max(stats["peak_rss"], res["peak_rss"])
+            if progress:
+                progress(finished, total)
+    except BaseException:
+        # whatever stops the build (a failed block, Ctrl-C, an error in the progress
+        # callback) stops its blocks too: none may start writing once the lease is released
+        # (only those already running finish, and their markers say so)
+        _cancel(client, futures)
+        raise
     return stats
+
+
+def _cancel(client: Any, futures: list[Any]) -> None:
+    try:
+        client.cancel(futures)
+    except Exception as exc:  # a cluster that is gone has nothing left to cancel
+        log.warning("could not cancel the build's remaining blocks: %s", exc)
 
 
 def _block_config(cfg: BlockConfig) -> BlockConfig:

@@ -513,6 +513,32 @@ def test_a_stale_lease_of_another_machine_is_taken_over_by_resume(
         np.testing.assert_array_equal(z[v].values, ref[v].values)
 
 
+def test_a_build_stopped_by_an_error_stops_its_blocks(tmp_path, small, synthetic_archive, dask_client):
+    """An error in the progress callback stops ``write_cube``; the blocks that had not
+    started are cancelled, so nothing writes into the store once its lease is released (on
+    f91ee55 every block went on running and writing after ``write_cube`` had raised)."""
+    from itslive_dask import make_plan
+
+    store = tmp_path / "stopped.zarr"
+    chunks = (2, 64, 64)
+    total = len(make_plan(small, synthetic_archive.region, chunks=chunks).blocks)  # blocks that read
+
+    def boom(done, total):
+        if done:
+            raise RuntimeError("the user's callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        write_cube(
+            small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
+            chunks=chunks, client=dask_client, progress=boom,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while any(dask_client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    written = len(list((store / "_itslive" / "blocks").glob("*.json")))
+    assert total >= 20 and written <= 1 + 2 * 2, (written, total)  # at most the running ones
+
+
 def test_the_lease_is_released_after_an_error(tmp_path, small, synthetic_archive, dask_client):
     """An error in the middle of a build (here raised by the progress callback) and one
     before any block (no granule touches the region): the lease is gone afterwards, and no
