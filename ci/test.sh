@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash ci/bootstrap.sh
 .venv/bin/ruff check itslive_dask tests benchmarks
 .venv/bin/mypy
+# the API and CLI reference pages are generated from the code: they must not be stale
+.venv/bin/python docs/gen_api.py --check
 # the map page's browser tests drive Debian's chromium (installed once per machine)
 bash ci/install-browser.sh || echo "warning: chromium could not be installed; the browser tests will be skipped" >&2
 # 1. the default suite (pyproject's addopts leave out the `slow` benchmarks and the
