@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import threading
 import zlib
 from collections import OrderedDict
@@ -60,6 +61,7 @@ __all__ = [
     "VariableIndex",
     "coalesce_ranges",
     "decode_chunk",
+    "hdf5_end_of_file",
     "open_header",
     "read_window_ranged",
     "window_chunks",
@@ -674,13 +676,47 @@ def _place(
 DEFAULT_HEADER_BLOCK = 64 * 1024
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def hdf5_end_of_file(first: bytes) -> int | None:
+    """The end of an HDF5 file as its superblock states it (base address + end-of-file
+    address), from the file's first bytes; None when they do not start with a superblock
+    this function knows (versions 0-3, superblock at offset 0).
+
+    HDF5 itself needs no more than this size: a file whose object is shorter is truncated.
+    """
+    if len(first) < 16 or first[:8] != _HDF5_SIGNATURE:
+        return None
+    version = first[8]
+    if version in (0, 1):  # ... sizes of offsets (byte 13), then 24 (v0) / 28 (v1) bytes
+        offsets, start = first[13], 24 if version == 0 else 28
+    elif version in (2, 3):  # signature, version, sizes of offsets (byte 9) and lengths, flags
+        offsets, start = first[9], 12
+    else:
+        return None
+    fmt = {2: "<H", 4: "<I", 8: "<Q"}.get(offsets)
+    if fmt is None or len(first) < start + 3 * offsets:
+        return None
+    # addresses: base, then free-space info (v0/v1) or superblock extension (v2/v3), then EOF
+    base = struct.unpack_from(fmt, first, start)[0]
+    end = struct.unpack_from(fmt, first, start + 2 * offsets)[0]
+    return int(base) + int(end)
+
+
 class RangeFile:
     """A read-only, seekable file over ranged reads of one object, with a block cache.
 
     h5py reads a file's metadata in many small pieces; this object serves them from blocks of
     ``block_size`` bytes fetched on demand (one ``fs.cat_file`` per run of missing blocks)
-    and counts what it fetched (:attr:`requests`, :attr:`bytes_fetched`). Give ``size`` (e.g.
-    from the catalog) to save the size request.
+    and counts what it fetched (:attr:`requests`, :attr:`bytes_fetched`).
+
+    The object's size comes from ``size`` (e.g. from the catalog) or, without a request of
+    its own, from the first block: a short first block is the whole object, a full one holds
+    the HDF5 superblock and its end-of-file address (:func:`hdf5_end_of_file`). Only when
+    neither tells is the size asked for (a HEAD on S3). A size taken from the superblock is
+    checked when a read comes back short: an object shorter than its superblock says is
+    reported as truncated (permanent), not as a cut connection.
     """
 
     def __init__(
@@ -691,12 +727,50 @@ class RangeFile:
         self.fs = fs
         self.path = path
         self.block_size = int(block_size)
-        self.size = int(size) if size is not None else int(fs.size(path))
         self.requests = 0
         self.bytes_fetched = 0
         self._blocks: dict[int, bytes] = {}
         self._pos = 0
         self.closed = False
+        #: True when :attr:`size` is the superblock's word, not the object's.
+        self.size_from_superblock = False
+        self.size = int(size) if size is not None else self._size_from_first_block()
+
+    def _size_from_first_block(self) -> int:
+        bs = self.block_size
+        try:
+            first = self.fs.cat_file(self.path, start=0, end=bs)
+        except OSError:
+            # S3 refuses any range of an empty object (416): an empty object is a bad file,
+            # not a failed read; anything else is raised as it came
+            if int(self.fs.size(self.path)) == 0:
+                return 0
+            raise
+        self.requests += 1
+        self.bytes_fetched += len(first)
+        end = hdf5_end_of_file(first)
+        if len(first) >= bs and end is not None:
+            self.size_from_superblock = True
+            size = max(end, bs)
+        elif len(first) < bs and end is not None and end <= len(first):
+            size = len(first)  # the whole (small) object
+        else:  # not an HDF5 superblock, or a short read that may be a cut: ask
+            size = int(self.fs.size(self.path))
+            if len(first) != min(bs, size):
+                raise OSError(f"short read of bytes 0-{bs}: {len(first)} B")
+        self._blocks[0] = first[:bs]
+        return size
+
+    def _short(self, start: int, end: int, got: int) -> Exception:
+        """The error of a read that came back short."""
+        if self.size_from_superblock:
+            actual = int(self.fs.size(self.path))
+            if actual < end:
+                return GranuleError(
+                    self.path, f"truncated: the object has {actual} bytes, its HDF5 superblock says {self.size}"
+                )
+        # a cut connection, not a bad file: transient (retried)
+        return OSError(f"short read of bytes {start}-{end}: {got} B")
 
     def _fetch(self, first: int, last: int) -> None:
         bs = self.block_size
@@ -711,8 +785,7 @@ class RangeFile:
             start, end = k * bs, min(self.size, (j + 1) * bs)
             data = self.fs.cat_file(self.path, start=start, end=end)
             if len(data) != end - start:
-                # a cut connection, not a bad file: transient (retried)
-                raise OSError(f"short read of bytes {start}-{end}: {len(data)} B")
+                raise self._short(start, end, len(data))
             self.requests += 1
             self.bytes_fetched += len(data)
             for b in range(k, j + 1):

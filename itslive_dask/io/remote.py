@@ -155,7 +155,9 @@ class RangedReader:
                     network, fh.error = fh.error, None
                     if network is not None:  # the network failed, not the file: retry
                         raise network
-                    if _size_now(self._fs, self._path) != fh.size:  # a wrong size: retry
+                    # a wrong size (the object changed while it was read): retry; a size
+                    # taken from the superblock may be short of the object's (trailing bytes)
+                    if not fh.size_from_superblock and _size_now(self._fs, self._path) != fh.size:
                         raise OSError("the object's size changed while it was read")
                     raise GranuleError(src, problem)
                 with h5:

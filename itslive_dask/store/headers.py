@@ -4,8 +4,8 @@ Two things are kept. The granule-table rows of each generation (:func:`keep_rows
 ``resume`` or ``append`` given bare paths or URLs does not read the headers of granules the
 store already knows at planning time; and, per granule, what block tasks read:
 
-the first time a block task reads a remote granule's light header and chunk index (a HEAD
-and a few ranged GETs of HDF5 metadata, see :class:`itslive_dask.io.remote.RangedReader`), it
+the first time a block task reads a remote granule's light header and chunk index (a few
+ranged GETs of HDF5 metadata, see :class:`itslive_dask.io.remote.RangedReader`), it
 keeps them as one small JSON object in the store, ``_itslive/headers/<key>.json`` (about
 1–3 kB: EPSG, the axes as start/step/size, the decoding specs and the byte ranges of the
 chunks of the cube's variables). A later build on the same store (``resume`` after a kill,
