@@ -1,13 +1,13 @@
 """The range reader: a granule read chunk by chunk, never whole.
 
-:class:`RangedReader` implements the :class:`~itslive_dask.io.reader.GranuleReader`
-protocol for remote URLs; :class:`LocalReader` is the same reader over a local file (h5py
-only for layouts the chunk decoder does not read). Its header costs a few small ranged GETs (h5py over a block-cached
-:class:`~itslive_dask.io.ranged.RangeFile`), read once per granule per build and worker
-process together with the granule's chunk index; a window then fetches exactly the HDF5 chunks
-it needs, coalesced into few concurrent ranged GETs, and decodes them without HDF5 (gzip +
-shuffle). Decoded chunks are kept in a per-process cache bounded in bytes, so tiles sharing a
-full-width row chunk fetch and decode it once.
+:class:`RangedReader` implements the :class:`~itslive_dask.io.reader.GranuleReader` protocol
+for remote URLs; :class:`LocalReader` is the same reader over a local file (h5py only for
+layouts the chunk decoder does not read). Its header costs a few small ranged GETs (h5py
+over a block-cached :class:`~itslive_dask.io.ranged.RangeFile`), read once per granule per
+build and worker process together with the granule's chunk index; a window then fetches
+exactly the HDF5 chunks it needs, coalesced into few concurrent ranged GETs, and decodes
+them without HDF5 (gzip + shuffle). Decoded chunks are kept in a per-process cache bounded
+in bytes, so tiles sharing a full-width row chunk fetch and decode it once.
 """
 
 from __future__ import annotations
@@ -270,7 +270,6 @@ class RangedReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
 
 
 class LocalReader(RangedReader):

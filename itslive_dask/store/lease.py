@@ -15,14 +15,14 @@ How safe the take-over is depends on the storage:
 
 * **local files**: the lease is written whole to a private file and published with a hard
   link, which fails when a lease exists (exactly one of two builds gets it, and no build
-  ever reads a lease that is created but not yet written). A stale lease is replaced by a build that first creates
-  ``lease.json.takeover`` with ``O_EXCL`` (one take-over at a time), re-reads the lease,
-  checks it is still the stale one and renames its own over it. Remaining window: a build
-  killed while it held ``lease.json.takeover`` leaves it behind; it is ignored after
-  :data:`TAKEOVER_GRACE` seconds, and two builds that both judge that left-over stale at the
-  same moment can both go on (this needs a kill during a take-over plus two new builds
-  within the same milliseconds). Heartbeats and the release re-read the lease and check the
-  token first (a read-then-rename: microseconds wide).
+  ever reads a lease that is created but not yet written). A stale lease is replaced by a
+  build that first creates ``lease.json.takeover`` with ``O_EXCL`` (one take-over at a
+  time), re-reads the lease, checks it is still the stale one and renames its own over it.
+  Remaining window: a build killed while it held ``lease.json.takeover`` leaves it behind;
+  it is ignored after :data:`TAKEOVER_GRACE` seconds, and two builds that both judge that
+  left-over stale at the same moment can both go on (this needs a kill during a take-over
+  plus two new builds within the same milliseconds). Heartbeats and the release re-read
+  the lease and check the token first (a read-then-rename: microseconds wide).
 * **S3** (s3fs): conditional writes. The lease is created with ``If-None-Match: *`` (the
   server refuses the second), taken over and renewed with ``If-Match: <ETag>`` of the lease
   that was judged (a compare-and-swap: the server refuses it if anything changed). The

@@ -94,6 +94,7 @@ def run_plan(
         "running %d blocks of %d time blocks on %d workers (%d time blocks split by granule)",
         len(todo), len({b[0] for b, *_ in todo}), len(workers), len(split),
     )
+
     def shares(refs) -> bool:
         return any(ref.url in shared for _, ref in refs)
 
