@@ -369,7 +369,7 @@ def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> d
     start, as in a fresh worker): where ``write_cube``'s worker time goes, per stage."""
     import cProfile
 
-    from bench_read import _STAGES, _clear_caches, block_inputs
+    from bench_read import _STAGES, _clear_caches, run_all_blocks
 
     from itslive_dask.cube import kernel as B
     from itslive_dask.cube.lazy import make_plan
@@ -380,17 +380,7 @@ def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> d
     stages_of = {**_STAGES, "header": "header (read_info)", "window": "window (decode)"}
     _clear_caches(B)
     prof = cProfile.Profile()
-    reads = 0
-    t0 = time.perf_counter()
-    for block in plan.block_ids():
-        if not plan.blocks.get(block):
-            continue
-        cfg, refs, rows, cols, nt = block_inputs(plan, block)
-        reads += len(refs)
-        prof.enable()
-        B.read_block(cfg, refs, rows, cols, nt)
-        prof.disable()
-    total = time.perf_counter() - t0
+    total, reads = run_all_blocks(plan, prof=prof)
     prof_sum = profile_summary(prof, total, stages_of)
     return {
         "granules": n, "granule_block_reads": reads, "total_s": total,

@@ -480,10 +480,9 @@ def profile_engine(
     block kernel only: no cluster, no Zarr), caches cold at the start as in a fresh worker:
     where the engine's time per granule goes, by stage."""
     import cProfile
-    from dataclasses import replace
 
     from bench_common import profile_summary
-    from bench_read import _STAGES, _clear_caches, block_inputs
+    from bench_read import _STAGES, _clear_caches, run_all_blocks
 
     from itslive_dask.cube import kernel as B
     from itslive_dask.cube.lazy import make_plan
@@ -498,19 +497,8 @@ def profile_engine(
     plan = make_plan(table, geojson)
     _clear_caches(B)
     prof = cProfile.Profile()
-    reads = 0
-    t0 = time.perf_counter()
-    for block in plan.block_ids():
-        if not plan.blocks.get(block):
-            continue
-        cfg, refs, rows, cols, nt = block_inputs(plan, block)
-        if storage_options:
-            cfg = replace(cfg, storage_options=dict(storage_options))
-        reads += len(refs)
-        prof.enable()
-        B.read_block(cfg, refs, rows, cols, nt)
-        prof.disable()
-    total = time.perf_counter() - t0
+    extra = {"storage_options": dict(storage_options)} if storage_options else {}
+    total, reads = run_all_blocks(plan, prof=prof, **extra)
     summary = profile_summary(prof, total, stages_of)
     return {
         "granules": len(table),
@@ -537,9 +525,7 @@ def local_readers(
     (:class:`~itslive_dask.io.remote.LocalReader`: the range decoder with its decoded-chunk
     cache), for each chunking (smaller tiles: more tiles share each granule's row chunks).
     Runs alternate between the readers; the best of ``repeat`` is kept."""
-    from dataclasses import replace
-
-    from bench_read import _clear_caches, block_inputs
+    from bench_read import _clear_caches, run_all_blocks
 
     from itslive_dask.cube import kernel as B
     from itslive_dask.cube.lazy import make_plan
@@ -548,22 +534,16 @@ def local_readers(
     rows = []
     for chunks in chunkings:
         plan = make_plan(table, geojson, chunks=chunks)
-        blocks = [b for b in plan.block_ids() if plan.blocks.get(b)]
         best: dict[str, float] = {}
         reads = 0
         for _ in range(repeat):
             for name, reader in (("h5py in place", whole_object_reader), ("default (LocalReader)", default_reader)):
                 _clear_caches(B)
-                t0 = time.perf_counter()
-                reads = 0
-                for block in blocks:
-                    cfg, refs, r, c, nt = block_inputs(plan, block)
-                    reads += len(refs)
-                    B.read_block(replace(cfg, reader=reader), refs, r, c, nt)
-                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+                secs, reads = run_all_blocks(plan, reader=reader)
+                best[name] = min(best.get(name, float("inf")), secs)
         for name, secs in best.items():
             rows.append({
-                "chunks": "x".join(map(str, chunks)), "reader": name, "blocks": len(blocks),
+                "chunks": "x".join(map(str, chunks)), "reader": name, "blocks": len(plan.blocks),
                 "granule_reads": reads, "s": secs, "ms_per_granule_read": 1e3 * secs / max(reads, 1),
                 "ms_per_granule": 1e3 * secs / max(len(table), 1),
                 "x_faster": best["h5py in place"] / secs,
