@@ -17,7 +17,7 @@ import geopandas as gpd
 import xarray as xr
 
 from itslive_dask.cube.graph import cube_from_plan
-from itslive_dask.cube.plan import CubePlan, plan_cube
+from itslive_dask.cube.plan import CubePlan, fit_chunks, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.io.listing import list_granules
@@ -157,7 +157,7 @@ def make_plan(
     )
     grid, region_t = spec.grid_and_region(table.geometry.values)
     plan = plan_cube(
-        table, grid, region_t, chunks=spec.chunks, variables=spec.variables,
+        table, grid, region_t, chunks=fit_chunks(spec.chunks, grid), variables=spec.variables,
         resampling=spec.resampling, t_offset=t_offset,
     )  # fmt: skip
     return dataclasses.replace(plan, unreadable=tuple(unreadable)) if unreadable else plan

@@ -45,6 +45,7 @@ __all__ = [
     "BlockMembership",
     "CubePlan",
     "block_membership",
+    "fit_chunks",
     "footprint_tile_pairs",
     "normalize_chunks",
     "plan_cube",
@@ -315,6 +316,22 @@ def unique_mid_dates(mid_dates: np.ndarray, taken: np.ndarray | None = None) -> 
             if out[i] <= out[i - 1]:
                 out[i] = out[i - 1] + np.timedelta64(1, "us")
     return out
+
+
+def fit_chunks(chunks: Any, grid: TargetGrid) -> tuple[int, int, int]:
+    """The block shape of a new cube on ``grid``: ``chunks`` (see :func:`normalize_chunks`)
+    with its ``y`` and ``x`` sizes no larger than the grid's.
+
+    A Zarr chunk is stored whole even where it overhangs its array, so a 310 x 288 px cube
+    in 512 x 512 chunks would compress and write 2.9 times its pixels in every block. The
+    time size is kept: appends grow the time axis. Stores built before keep the chunks
+    written in their build state.
+
+    >>> fit_chunks((16, 512, 512), TargetGrid(3031, 120.0, -1.6e6, -2.5e5, width=288, height=310))
+    (16, 310, 288)
+    """
+    t, y, x = normalize_chunks(chunks)
+    return t, min(y, grid.height), min(x, grid.width)
 
 
 def plan_cube(

@@ -449,28 +449,87 @@ def _unshuffle(data: Any, itemsize: int) -> Any:
     return bytes(codec.decode(head)) + bytes(data[n:])
 
 
-def decode_chunk(raw: Any, var: VariableIndex, filter_mask: int = 0) -> np.ndarray:
-    """Decode one stored chunk of ``var`` into an array of ``var.chunks`` shape (stored dtype).
+def _active_filters(var: VariableIndex, filter_mask: int) -> list[int]:
+    """Filter ids applied to a chunk, in decoding order (the last applied first)."""
+    return [
+        var.filters[i][0]
+        for i in range(len(var.filters) - 1, -1, -1)
+        if not filter_mask & (1 << i)
+    ]
 
-    ``raw`` is the chunk's stored bytes (bytes or a memoryview).
+
+def decode_chunk(
+    raw: Any, var: VariableIndex, filter_mask: int = 0, rows: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode one stored chunk of ``var`` (stored dtype).
+
+    Parameters
+    ----------
+    raw
+        The chunk's stored bytes (bytes or a memoryview).
+    var
+        The variable's index entry (dtype, chunk shape, filters).
+    filter_mask
+        The chunk's HDF5 filter mask (bit ``i``: filter ``i`` skipped).
+    rows
+        ``(a, b)``: only rows ``a:b`` of the chunk (its second-to-last axis) are wanted.
+        The chunk is still inflated whole (so the deflate stream's checksum is checked), but
+        only those rows are unshuffled when unshuffling is the last step, as with HDF5's
+        usual order: shuffle stores byte ``k`` of every element in plane ``k``, so rows
+        ``a:b`` are one slice of each plane. None: the whole chunk.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``var.chunks``, or with ``rows`` ``var.chunks[:-2] + (b - a, var.chunks[-1])``.
     """
     dtype = np.dtype(var.dtype)
+    chunks, size = var.chunks, dtype.itemsize
+    expected = math.prod(chunks) * size
+    if rows is not None:
+        a, b = int(rows[0]), int(rows[1])
+        if not 0 <= a <= b <= chunks[-2]:
+            raise InvalidInputError(f"rows {rows!r} are outside the chunk's 0..{chunks[-2]}")
+        if (a, b) == (0, chunks[-2]):
+            rows = None
+    steps = _active_filters(var, filter_mask)
     data = raw
-    for i in range(len(var.filters) - 1, -1, -1):
-        if filter_mask & (1 << i):
-            continue
-        fid = var.filters[i][0]
+    for k, fid in enumerate(steps):
         if fid == _DEFLATE:
             data = _inflate_module.decompress(data)
         elif fid == _SHUFFLE:
-            data = _unshuffle(data, dtype.itemsize)
+            if rows is not None and k == len(steps) - 1 and math.prod(chunks[:-2]) == 1:
+                return _unshuffle_rows(data, var, dtype, (a, b))
+            data = _unshuffle(data, size)
         elif fid == _FLETCHER32:
             data = memoryview(data)[:-4]
     buf = np.frombuffer(data, dtype=np.uint8)
-    expected = math.prod(var.chunks) * dtype.itemsize
     if buf.size != expected:
         raise GranuleError(var.name, f"a decoded chunk has {buf.size} bytes, expected {expected}")
-    return buf.view(dtype).reshape(var.chunks)
+    whole = buf.view(dtype).reshape(chunks)
+    return whole if rows is None else whole[..., a:b, :]
+
+
+def _active_filters(var: VariableIndex, filter_mask: int) -> list[int]:
+    """Filter ids applied to a chunk, in decoding order (the last applied first)."""
+    return [
+        var.filters[i][0]
+        for i in range(len(var.filters) - 1, -1, -1)
+        if not filter_mask & (1 << i)
+    ]
+
+
+def _unshuffle_rows(data: Any, var: VariableIndex, dtype: np.dtype, rows: tuple[int, int]) -> np.ndarray:
+    """Rows ``a:b`` of a chunk whose decoded bytes ``data`` are still shuffled."""
+    chunks, size = var.chunks, dtype.itemsize
+    n = math.prod(chunks)  # elements
+    if len(data) != n * size:
+        raise GranuleError(var.name, f"a decoded chunk has {len(data)} bytes, expected {n * size}")
+    (a, b), width = rows, chunks[-1]
+    view = memoryview(data)
+    planes = b"".join(view[k * n + a * width : k * n + b * width] for k in range(size))
+    out = np.frombuffer(_unshuffle(planes, size), dtype=np.uint8)
+    return out.view(dtype).reshape(*chunks[:-2], b - a, width)
 
 
 class ChunkCache:
@@ -624,8 +683,10 @@ def read_window_ranged(
 
     def decode(job: tuple[str, ChunkRef]) -> np.ndarray:
         name, ref = job
+        # a chunk kept for other windows is decoded whole; else only the window's rows
+        wanted = None if cache is not None else _chunk_rows(bounds[name], index[name], ref)
         try:
-            arr = decode_chunk(payload(ref), index[name], ref.filter_mask)
+            arr = decode_chunk(payload(ref), index[name], ref.filter_mask, wanted)
         except _INFLATE_ERRORS as exc:
             raise GranuleError(
                 path, f"chunk {ref.index} of {name!r} does not decode: {exc}"
@@ -654,6 +715,13 @@ def read_window_ranged(
     return out
 
 
+def _chunk_rows(bounds: list[tuple[int, int]], var: VariableIndex, ref: ChunkRef) -> tuple[int, int]:
+    """The rows of chunk ``ref`` (counted from its first row) inside the window ``bounds``."""
+    (r0, r1) = bounds[-2]
+    o_r, height = ref.origin[-2], var.chunks[-2]
+    return max(r0, o_r) - o_r, min(r1, o_r + height) - o_r
+
+
 def _place(
     dst: np.ndarray,
     bounds: list[tuple[int, int]],
@@ -661,12 +729,15 @@ def _place(
     ref: ChunkRef,
     chunk: np.ndarray,
 ) -> None:
-    """Copy the part of a decoded chunk that falls in the window into ``dst``."""
+    """Copy the part of a decoded chunk (whole, or only its rows inside the window) that
+    falls in the window into ``dst``."""
     (r0, r1), (c0, c1) = bounds[-2:]
     o_r, o_c = ref.origin[-2], ref.origin[-1]
     a0, a1 = max(r0, o_r), min(r1, o_r + var.chunks[-2])
     b0, b1 = max(c0, o_c), min(c1, o_c + var.chunks[-1])
-    block = chunk.reshape(var.chunks[-2:]) if chunk.ndim > 2 else chunk
+    block = chunk.reshape(chunk.shape[-2:]) if chunk.ndim > 2 else chunk
+    if block.shape[0] != var.chunks[-2]:  # only the window's rows were decoded
+        o_r = a0
     dst[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = block[a0 - o_r : a1 - o_r, b0 - o_c : b1 - o_c]
 
 

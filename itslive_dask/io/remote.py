@@ -24,7 +24,7 @@ from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.decode import decode, window_bounds
 from itslive_dask.granule.info import GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy, with_retries
-from itslive_dask.io.hdf5 import h5_problem, read_grid, read_info
+from itslive_dask.io.hdf5 import h5_file, h5_problem, read_grid, read_info
 from itslive_dask.io.ranged import (
     ChunkCache,
     ChunkIndex,
@@ -90,6 +90,15 @@ def _size_now(fs: Any, path: str) -> int | None:
         return int(fs.info(path, refresh=True)["size"])
     except TypeError:  # file systems without ``refresh``
         return int(fs.size(path))
+
+
+def _header_and_index(
+    h5: Any, src: str, names: tuple[str, ...] | None
+) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
+    """The header (whole, or the light one of ``names``) and the chunk index of an open file."""
+    info: GranuleInfo | GranuleGrid
+    info = read_info(h5, src) if names is None else read_grid(h5, src, names)
+    return info, ChunkIndex.from_h5(h5, [s.name for s in info.specs], missing="skip")
 
 
 def chunk_cache(session: str) -> ChunkCache:
@@ -162,10 +171,7 @@ class RangedReader:
                     raise GranuleError(src, problem)
                 with h5:
                     try:
-                        info: GranuleInfo | GranuleGrid
-                        info = read_info(h5, src) if names is None else read_grid(h5, src, names)
-                        index = ChunkIndex.from_h5(h5, [s.name for s in info.specs], missing="skip")
-                        return info, index
+                        return _header_and_index(h5, src, names)
                     except Exception:
                         if fh.error is not None:  # h5py saw a failed read: retry
                             raise fh.error from None
@@ -306,6 +312,18 @@ class LocalReader(RangedReader):
         if self._h5 is None:
             self._h5 = H5Reader(self.url, None, self.policy, None)
         return self._h5
+
+    def _read_header(self, names: tuple[str, ...] | None) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
+        """The header and chunk index through HDF5's own file driver (no Python read
+        callbacks: 1.3 against 2.0 ms per realistic granule)."""
+        src = redact_url(self.url)
+
+        def read() -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
+            with h5_file(self._path, src) as h5:
+                return _header_and_index(h5, src, names)
+
+        value, self.attempts = self._retrying(read)
+        return value
 
     def header(self, names: Sequence[str] | None = None) -> GranuleInfo | GranuleGrid:
         """The header (see :meth:`RangedReader.header`); read with h5py when the chunk decoder
