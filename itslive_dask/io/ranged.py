@@ -510,15 +510,6 @@ def decode_chunk(
     return whole if rows is None else whole[..., a:b, :]
 
 
-def _active_filters(var: VariableIndex, filter_mask: int) -> list[int]:
-    """Filter ids applied to a chunk, in decoding order (the last applied first)."""
-    return [
-        var.filters[i][0]
-        for i in range(len(var.filters) - 1, -1, -1)
-        if not filter_mask & (1 << i)
-    ]
-
-
 def _unshuffle_rows(data: Any, var: VariableIndex, dtype: np.dtype, rows: tuple[int, int]) -> np.ndarray:
     """Rows ``a:b`` of a chunk whose decoded bytes ``data`` are still shuffled."""
     chunks, size = var.chunks, dtype.itemsize
