@@ -166,6 +166,8 @@ class RequestRecord:
     seconds: float
     #: The request's ``Range`` header (``"bytes=0-65535"``), ``""`` for a whole object.
     range: str = ""
+    #: When the request arrived (``time.perf_counter()`` of the proxy's process).
+    started: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,24 @@ class ProxyStats:
                 continue
             out.append(r)
         return out
+
+    def max_keys_in_flight(self, **filters: Any) -> int:
+        """The most objects with a request in flight at one time: 1 for a client that
+        reads objects one after the other (whatever it does within one object)."""
+        events = []
+        for r in self.select(**filters):
+            events += [(r.started, 1, r.key), (r.started + r.seconds, 0, r.key)]
+        open_: Counter = Counter()
+        most = 0
+        for _, is_start, key in sorted(events):  # ends before starts at the same instant
+            if is_start:
+                open_[key] += 1
+            else:
+                open_[key] -= 1
+                if not open_[key]:
+                    del open_[key]
+            most = max(most, len(open_))
+        return most
 
     def requests(self, **filters: Any) -> int:
         """Number of requests passing ``filters``."""
@@ -308,6 +328,11 @@ class S3Proxy:
         Seed of the fault decisions.
     max_stall
         Upper bound (s) of any ``stall``.
+    latency
+        Seconds each request waits before it is forwarded: an object store's time to first
+        byte (S3 in the same region: ~0.01-0.05 s). Requests in flight together wait
+        together, as on S3, so a client that sends its requests one after the other pays
+        it for each. ``stop`` ends the waits.
     start
         Start immediately (default ``False``: use :meth:`start` or ``with``).
 
@@ -326,8 +351,12 @@ class S3Proxy:
         faults: FaultRule | Sequence[FaultRule] | None = None,
         seed: int = 0,
         max_stall: float = 30.0,
+        latency: float = 0.0,
         start: bool = False,
     ):
+        if not isinstance(latency, (int, float)) or not 0.0 <= float(latency) <= 10.0:
+            raise InvalidInputError(f"latency must be in [0, 10] seconds, got {latency!r}")
+        self.latency = float(latency)
         if isinstance(upstream, str):
             endpoint, self._base_options = upstream, {}
         elif isinstance(upstream, Mapping) and isinstance(upstream.get("endpoint_url"), str):
@@ -510,6 +539,8 @@ class S3Proxy:
         body = _read_body(h)
         internal = key.startswith("moto-api")
         fault, rule = (None, None) if internal else self._decide(method, key, h.path, rng_header)
+        if self.latency and not internal:
+            self._stopping.wait(self.latency)
 
         def record(status: int, sent: int) -> RequestRecord | None:
             if internal:
@@ -525,6 +556,7 @@ class S3Proxy:
                 fault,
                 time.perf_counter() - t0,
                 rng_header,
+                t0,
             )
             self._record(rec)
             return rec
