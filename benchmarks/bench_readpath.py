@@ -13,7 +13,13 @@ single-threaded worker processes, once per reader:
   (:class:`itslive_dask.io.remote.RangedReader`);
 * ``whole``: :func:`itslive_dask.io.reader.whole_object_reader` (one GET of the whole object,
   then h5py), selected by giving the block configuration ``reader=`` for the duration of the
-  build (:func:`whole_object_builds`: a benchmark-only switch, the package has no public one).
+  build (:func:`builds_with`: a benchmark-only switch, the package has no public one);
+* ``ranged-serial``: the range reader with ``read_ahead=1``, each block's granules read one
+  after the other (the engine before session 5).
+
+``--latency S`` makes the proxy hold every request ``S`` seconds before forwarding it, an
+object store's time to first byte (concurrent requests wait together, as on S3): moto on
+127.0.0.1 answers in about a millisecond, S3 in the same region in 10-50 ms.
 
 Per build: bytes fetched / bytes needed ("needed" as in ``bench_io.py``: the stored chunks of
 the 4 variables that the AOI's bounding window touches in each granule's CRS, plus the HDF5
@@ -67,7 +73,7 @@ log = logging.getLogger(__name__)
 AOIS_KM = (10.0, 50.0, 180.0)
 READERS = ("ranged", "whole")
 COLUMNS = [
-    "aoi_km", "reader", "workers", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
+    "aoi_km", "latency_s", "reader", "workers", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
     "mb_per_granule", "write_s", "max_worker_peak_mb", "resume_requests", "resume_mb",
     "partial_resume_requests_per_granule", "partial_resume_mb",
 ]
@@ -106,22 +112,34 @@ def relocate(table: Any, dest: Path) -> Any:
     return out
 
 
+#: The builds this benchmark compares: reader name -> fields of the block configuration.
+BUILDS: dict[str, dict[str, str | int]] = {
+    "ranged": {},  # the package's defaults
+    "whole": {"reader": "whole_object_reader"},  # one GET of each whole object, then h5py
+    "ranged-serial": {"read_ahead": 1},  # the range reader, a block's granules one at a time
+}
+
+
 @contextlib.contextmanager
-def whole_object_builds() -> Iterator[None]:
-    """Make the ``write_cube`` builds started in this block read whole objects.
+def builds_with(name: str) -> Iterator[None]:
+    """Make the ``write_cube`` builds started in this block use :data:`BUILDS` ``[name]``.
 
     The store runner builds its :class:`~itslive_dask.cube.kernel.BlockConfig` by name; for the
-    duration of the block that name gives ``reader=whole_object_reader``. The configuration is
-    pickled to the workers with the reader in it, so nothing needs patching there.
+    duration of the block that name gives the fields of ``name`` (e.g.
+    ``reader=whole_object_reader``). The configuration is pickled to the workers with them,
+    so nothing needs patching there.
     """
     from itslive_dask.cube.kernel import BlockConfig
-    from itslive_dask.io.reader import whole_object_reader
+    from itslive_dask.io import reader as readers
     from itslive_dask.store import runner
 
-    if "reader" not in {f.name for f in dataclasses.fields(BlockConfig)}:  # pragma: no cover
-        raise RuntimeError("BlockConfig has no reader field: cannot select the whole-object reader")
+    fields = {k: getattr(readers, v) if k == "reader" else v for k, v in BUILDS[name].items()}
+    known = {f.name for f in dataclasses.fields(BlockConfig)}
+    if not set(fields) <= known:  # pragma: no cover
+        raise RuntimeError(f"BlockConfig has no field {sorted(set(fields) - known)}")
     original = runner.BlockConfig
-    runner.BlockConfig = functools.partial(BlockConfig, reader=whole_object_reader)  # type: ignore[assignment]
+    if fields:
+        runner.BlockConfig = functools.partial(BlockConfig, **fields)  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -177,9 +195,8 @@ def build_once(
     t0 = time.perf_counter()
     cluster, client = _cluster(n_workers)
     out["cluster_start_s"] = time.perf_counter() - t0
-    switch = whole_object_builds() if reader == "whole" else contextlib.nullcontext()
     try:
-        with switch:
+        with builds_with(reader):
             proxy.reset_stats()
             t1 = time.perf_counter()
             res = write_cube(table, store, geojson, crs=3413, resolution=120.0, storage_options=opts, client=client)
@@ -230,8 +247,10 @@ def run_readpath(
     readers: tuple[str, ...] = READERS,
     repeat: int = 1,
     n_workers: int = 2,
+    latency: float = 0.0,
 ) -> dict[str, Any]:
-    """Every AOI x reader (readers alternate within an AOI; ``repeat`` rounds)."""
+    """Every AOI x reader (readers alternate within an AOI; ``repeat`` rounds); ``latency``
+    seconds added to every request by the proxy."""
     from itslive_dask.testing.s3proxy import S3Proxy
     from itslive_dask.testing.synthetic import get_region
 
@@ -250,7 +269,7 @@ def run_readpath(
     mismatches: list[str] = []
     with s3_server_process() as so:
         s3table = upload_table(table, so, bucket="its-live-data")
-        with S3Proxy(so) as proxy:
+        with S3Proxy(so, latency=latency) as proxy:
             for rnd in range(repeat):
                 for km in aois_km:
                     n, chunk_b, need_b = needed_bytes(facts, centre, km)
@@ -263,7 +282,7 @@ def run_readpath(
                         b = r["build"]
                         peaks = r["worker_peak_rss"]
                         row = {
-                            "round": rnd, "aoi_km": km, "workers": n_workers, "granules": n, "needed_mb": need_b / 1e6,
+                            "round": rnd, "aoi_km": km, "latency_s": latency, "workers": n_workers, "granules": n, "needed_mb": need_b / 1e6,
                             "needed_chunks_mb": chunk_b / 1e6,
                             "fetched_over_needed": b["bytes_out"] / max(need_b, 1),
                             "requests_per_granule": b["requests"] / max(n, 1),
@@ -280,11 +299,11 @@ def run_readpath(
                         rows.append(row)
                         log.info("readpath %s km %s: %.1fx, %.1f req/granule, %.1f s", km, reader,
                                  row["fetched_over_needed"], row["requests_per_granule"], row["write_s"])
-                    if len(cubes) == 2:
-                        a, b2 = cubes.values()
-                        for v in a:
-                            if not np.array_equal(a[v], b2[v], equal_nan=True):
-                                mismatches.append(f"{km} km {v}")
+                    first, *others = cubes.values()
+                    for name, other in zip(order[1:], others, strict=True):
+                        for v in first:
+                            if not np.array_equal(first[v], other[v], equal_nan=True):
+                                mismatches.append(f"{km} km {v}: {order[0]} vs {name}")
     return {
         "granules": n_granules,
         "granule_mb": float(np.mean([g["size"] for g in facts]) / 1e6),
@@ -398,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=1, help="rounds (reader order alternates)")
     ap.add_argument("--aois", default="10,50,180", help="AOI sizes in km, comma-separated")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
-    ap.add_argument("--readers", default="ranged,whole", help="readers, comma-separated")
+    ap.add_argument("--readers", default="ranged,whole", help=f"builds, comma-separated, of {', '.join(BUILDS)}")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds the proxy holds every request (time to first byte)")
     ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
     ap.add_argument("--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384")
@@ -417,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["readpath"] = run_readpath(
             work, n_granules=args.granules, repeat=args.repeat, n_workers=args.workers,
             aois_km=tuple(float(a) for a in args.aois.split(",")), readers=tuple(args.readers.split(",")),
+            latency=args.latency,
         )
         rp = res["readpath"]
         print(f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}")
