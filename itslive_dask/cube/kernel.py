@@ -11,8 +11,6 @@ clip mask are cached, so granules of the same CRS reuse them.
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +30,7 @@ from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.granule.info import CATEGORICAL_VARIABLES
 from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.io.reader import HeaderRecords, ReaderFactory, default_reader
-from itslive_dask.io.urls import is_remote, redact_url
+from itslive_dask.io.urls import redact_url
 from itslive_dask.types import GranuleRef
 
 __all__ = [
@@ -46,10 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VECTOR = ("vx", "vy")
-
-#: Default of :attr:`BlockConfig.read_ahead`: remote granules of a block read at once. Each
-#: in flight holds its decoded window (~10 MB for a realistic granule's 4 row chunks).
-READ_AHEAD = 8
 
 
 @dataclass(frozen=True)
@@ -90,12 +84,6 @@ class BlockConfig:
         Keep decoded chunks in the reader's per-process cache for other blocks (readers that
         have a ``keep_chunks`` attribute). False for blocks whose granules no other block
         reads: caching their chunks would only hold memory (320 MiB per worker at most).
-    read_ahead
-        Remote granules of a block read at once, by a pool of threads shared by the worker
-        process (:data:`READ_AHEAD`). A cold remote granule costs several requests one after
-        the other (its header, then its chunks): read one at a time, a block on an object
-        store would wait on request latency most of its time. Local files are read one
-        after the other: there is no latency to hide. 1 reads every granule in turn.
     """
 
     grid: TargetGrid
@@ -110,7 +98,6 @@ class BlockConfig:
     reader: ReaderFactory = default_reader
     headers: HeaderRecords | None = None
     keep_chunks: bool = True
-    read_ahead: int = READ_AHEAD
 
     @property
     def policy(self) -> RetryPolicy:
@@ -198,20 +185,13 @@ def _compute(cfg, refs, rows, cols, nt, *, record):
         return out, report
     wanted = set(cfg.variables)
     to_read = tuple(sorted(wanted | set(VECTOR))) if wanted & set(VECTOR) else tuple(sorted(wanted))
-
-    def warp(pos: int, ref: GranuleRef) -> GranuleError | None:
+    for pos, ref in refs:
         try:
             _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, out[:, pos])
+            report.read.append(ref.granule_id)
         except GranuleError as exc:
             if not record:
                 raise
-            return exc
-        return None
-
-    for (pos, ref), exc in zip(refs, _each_granule(cfg, refs, warp), strict=True):
-        if exc is None:
-            report.read.append(ref.granule_id)
-        else:
             out[:, pos] = np.nan
             report.failed.append(
                 {
@@ -226,35 +206,6 @@ def _compute(cfg, refs, rows, cols, nt, *, record):
             )
             log.warning("granule failed: %s", exc)
     return out, report
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _read_pool(threads: int) -> ThreadPoolExecutor:
-    """The process's pool of ``threads`` reading threads (long-lived: its threads keep their
-    per-thread pyproj transformers)."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(threads)
-        if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="itslive-read")
-        return pool
-
-
-def _each_granule(cfg: BlockConfig, refs, warp) -> list[Any]:
-    """``[warp(pos, ref) for pos, ref in refs]``, remote granules ``cfg.read_ahead`` at a
-    time. An exception is raised as the one-at-a-time loop would raise it (the first in
-    ``refs`` order), and the granules not started yet are dropped."""
-    threads = int(cfg.read_ahead)
-    if threads <= 1 or len(refs) <= 1 or not any(is_remote(ref.url) for _, ref in refs):
-        return [warp(pos, ref) for pos, ref in refs]
-    futures = [_read_pool(threads).submit(warp, pos, ref) for pos, ref in refs]
-    try:
-        return [f.result() for f in futures]
-    finally:
-        for f in futures:
-            f.cancel()
 
 
 def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
