@@ -13,9 +13,7 @@ single-threaded worker processes, once per reader:
   (:class:`itslive_dask.io.remote.RangedReader`);
 * ``whole``: :func:`itslive_dask.io.reader.whole_object_reader` (one GET of the whole object,
   then h5py), selected by giving the block configuration ``reader=`` for the duration of the
-  build (:func:`builds_with`: a benchmark-only switch, the package has no public one);
-* ``ranged-serial``: the range reader with ``read_ahead=1``, each block's granules read one
-  after the other (the engine before session 5).
+  build (:func:`builds_with`: a benchmark-only switch, the package has no public one).
 
 ``--latency S`` makes the proxy hold every request ``S`` seconds before forwarding it, an
 object store's time to first byte (concurrent requests wait together, as on S3): moto on
@@ -116,7 +114,6 @@ def relocate(table: Any, dest: Path) -> Any:
 BUILDS: dict[str, dict[str, str | int]] = {
     "ranged": {},  # the package's defaults
     "whole": {"reader": "whole_object_reader"},  # one GET of each whole object, then h5py
-    "ranged-serial": {"read_ahead": 1},  # the range reader, a block's granules one at a time
 }
 
 
