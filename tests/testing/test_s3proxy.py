@@ -243,3 +243,33 @@ def test_invalid_rules_and_upstreams():
     assert FaultRule(0.1, kinds="500").kinds == ("500",)
     assert FaultRule(1.0, methods=("get",)).matches("GET", "b/k")
     assert not FaultRule(1.0, key_pattern="b/x/*").matches("GET", "b/k")
+
+
+def test_latency_holds_every_request_and_concurrent_ones_wait_together(s3):
+    """A time to first byte per request; two clients in flight at once wait together, one
+    after the other pay it twice (``max_keys_in_flight`` tells the two apart)."""
+    with S3Proxy(s3, latency=0.2) as proxy:
+        fs = proxy.filesystem()
+        keys = [f"{BUCKET}/data/a.bin", f"{BUCKET}/data/b.bin"]
+        t0 = time.perf_counter()
+        for k in keys:
+            fs.cat_file(k, start=0, end=10)
+        serial = time.perf_counter() - t0
+        st = proxy.reset_stats()
+        assert all(r.seconds >= 0.2 for r in st.records)
+        assert st.max_keys_in_flight(method="GET") == 1
+        assert serial >= 0.4
+        threads = [threading.Thread(target=fs.cat_file, args=(k,), kwargs={"start": 0, "end": 10}) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        st = proxy.reset_stats()
+        assert st.requests(method="GET") == 2
+        assert st.max_keys_in_flight(method="GET") == 2
+
+
+@pytest.mark.parametrize("bad", [-0.1, 11, "1", None])
+def test_latency_is_validated(s3, bad):
+    with pytest.raises(InvalidInputError, match="latency"):
+        S3Proxy(s3, latency=bad)
