@@ -86,7 +86,9 @@ def machine_info() -> dict[str, Any]:
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
         "pyproj": pyproj.__version__,
-        "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ},
+        "openblas_env": {
+            k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
+        },
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "argv": " ".join(sys.argv),
         "git": _git_state(),
@@ -100,8 +102,18 @@ def _git_state() -> dict[str, Any]:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "itslive_dask"], capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "itslive_dask"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return {}
     return {"head": head, "package_dirty": bool(dirty)}
@@ -299,7 +311,9 @@ def md_table(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
 # ----------------------------------------------------------------------------- archives
 
 
-def synthetic_archive(dest: str | os.PathLike, n: int, *, seed: int = 0, region: str = "svalbard", **config: Any):
+def synthetic_archive(
+    dest: str | os.PathLike, n: int, *, seed: int = 0, region: str = "svalbard", **config: Any
+):
     """A local synthetic archive of ``n`` granules under ``dest`` (reused if already there).
 
     Returns
@@ -311,7 +325,9 @@ def synthetic_archive(dest: str | os.PathLike, n: int, *, seed: int = 0, region:
 
     dest = str(Path(dest).resolve())
     marker = Path(dest) / ".bench-config.json"
-    want = json.dumps({"n": n, "seed": seed, "region": region, **config}, sort_keys=True, default=str)
+    want = json.dumps(
+        {"n": n, "seed": seed, "region": region, **config}, sort_keys=True, default=str
+    )
     if marker.exists() and marker.read_text() == want:
         return read_catalog(dest)
     t0 = time.perf_counter()
@@ -363,7 +379,9 @@ def replicate_table(table, dest: str | os.PathLike, copies: int):
         frames.append(part)
     import geopandas as gpd
 
-    return validate_granule_table(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=table.crs))
+    return validate_granule_table(
+        gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=table.crs)
+    )
 
 
 _S3_CHILD = r"""
@@ -404,7 +422,9 @@ def s3_server_process() -> Iterator[dict[str, Any]]:
             proc.wait()
 
 
-def upload_table(table, storage_options: dict[str, Any], bucket: str = "its-live-data", root: str | None = None):
+def upload_table(
+    table, storage_options: dict[str, Any], bucket: str = "its-live-data", root: str | None = None
+):
     """Upload a local archive's granules to S3 (same relative keys); the table with s3:// URLs."""
     import s3fs
 
@@ -423,7 +443,9 @@ def upload_table(table, storage_options: dict[str, Any], bucket: str = "its-live
     return out
 
 
-def profile_summary(prof: Any, total: float, stages_of: Mapping[str, str], top: int = 12) -> dict[str, Any]:
+def profile_summary(
+    prof: Any, total: float, stages_of: Mapping[str, str], top: int = 12
+) -> dict[str, Any]:
     """Seconds per named stage (cumulative time of the functions in ``stages_of``) and the
     ``top`` functions by own time, from a :class:`cProfile.Profile`."""
     import pstats
@@ -434,7 +456,10 @@ def profile_summary(prof: Any, total: float, stages_of: Mapping[str, str], top: 
         if func in stages_of:
             stages[stages_of[func]] = stages.get(stages_of[func], 0.0) + ct
     ranked = sorted(
-        ((f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt) for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()),  # type: ignore[attr-defined]
+        (
+            (f"{func} ({file.rsplit('/', 1)[-1]}:{line})", tt)
+            for (file, line, func), (_cc, _nc, tt, _ct, _c) in st.stats.items()
+        ),  # type: ignore[attr-defined]
         key=lambda kv: -kv[1],
     )[:top]
     return {

@@ -62,8 +62,12 @@ def _cluster(n_workers: int, memory_limit: str | None, env: dict[str, str] | Non
         cfg["distributed.nanny.pre-spawn-environ"] = {**base, **env}
     with dask.config.set(cfg):
         cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-            host="127.0.0.1", dashboard_address=":0",
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            host="127.0.0.1",
+            dashboard_address=":0",
         )
     return cluster, Client(cluster)
 
@@ -74,7 +78,10 @@ def _health(client, addresses_before: set[str]) -> dict[str, Any]:
     logs = client.get_worker_logs(n=500)
     bad = ("restart", "exceeded", "killed", "memory limit", "Worker is at")
     flagged = [
-        line for lines in logs.values() for _level, line in lines if any(b.lower() in line.lower() for b in bad)
+        line
+        for lines in logs.values()
+        for _level, line in lines
+        if any(b.lower() in line.lower() for b in bad)
     ]
     return {
         "workers_before": len(addresses_before),
@@ -127,10 +134,17 @@ def case_compute(spec: dict[str, Any]) -> dict[str, Any]:
         before = set(client.scheduler_info()["workers"])
         out["worker_rss_idle"] = _worker_rss_now(client)
         t1 = time.perf_counter()
-        ds = open_cube(table, spec["geojson"], storage_options=spec.get("storage_options"), chunks=spec.get("chunks"))
+        ds = open_cube(
+            table,
+            spec["geojson"],
+            storage_options=spec.get("storage_options"),
+            chunks=spec.get("chunks"),
+        )
         out["graph_s"] = time.perf_counter() - t1
         plan = ds.encoding["itslive_dask_plan"]
-        out["plan"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in plan.summary().items()}
+        out["plan"] = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in plan.summary().items()
+        }
         t2 = time.perf_counter()
         res = ds.compute()
         out["compute_s"] = time.perf_counter() - t2
@@ -155,14 +169,23 @@ def case_write(spec: dict[str, Any]) -> dict[str, Any]:
     store_dir = tempfile.mkdtemp(prefix="itslive-bench-zarr-", dir=spec.get("tmp"))
     store = os.path.join(store_dir, "cube.zarr")
     t0 = time.perf_counter()
-    cluster, client = _cluster(spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env"))
-    out: dict[str, Any] = {"cluster_start_s": time.perf_counter() - t0, "worker_env": spec.get("worker_env") or {}}
+    cluster, client = _cluster(
+        spec.get("n_workers", 2), spec.get("memory_limit"), spec.get("worker_env")
+    )
+    out: dict[str, Any] = {
+        "cluster_start_s": time.perf_counter() - t0,
+        "worker_env": spec.get("worker_env") or {},
+    }
     try:
         before = set(client.scheduler_info()["workers"])
         out["worker_rss_idle"] = _worker_rss_now(client)
         t1 = time.perf_counter()
         res = write_cube(
-            table, store, spec["geojson"], storage_options=spec.get("storage_options"), client=client,
+            table,
+            store,
+            spec["geojson"],
+            storage_options=spec.get("storage_options"),
+            client=client,
             chunks=spec.get("chunks"),
         )
         out["elapsed_s"] = time.perf_counter() - t1
@@ -174,7 +197,9 @@ def case_write(spec: dict[str, Any]) -> dict[str, Any]:
         out["peak_worker_rss"] = res.peak_worker_rss
         out["worker_peak_rss"] = _worker_peaks(client)
         out["health"] = _health(client, before)
-        out["store_mb"] = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file()) / 2**20
+        out["store_mb"] = (
+            sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file()) / 2**20
+        )
     finally:
         client.close()
         cluster.close()
@@ -193,7 +218,10 @@ def run_case(case: str, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, str(HERE / "bench_e2e.py"), case, str(spec_path)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     spec_path.unlink(missing_ok=True)
     if proc.returncode != 0:
@@ -232,8 +260,12 @@ def run_e2e(
         path = work / f"table-{time.time_ns()}.parquet"
         tab.to_parquet(path)
         return {
-            "table": str(path), "urls": list(tab["url"]), "geojson": geojson,
-            "storage_options": storage_options, "tmp": str(work), "chunks": list(chunks) if chunks else None,
+            "table": str(path),
+            "urls": list(tab["url"]),
+            "geojson": geojson,
+            "storage_options": storage_options,
+            "tmp": str(work),
+            "chunks": list(chunks) if chunks else None,
         }
 
     sources = [("local files", table, None)]
@@ -266,8 +298,14 @@ def run_e2e(
 
 
 E2E_COLUMNS = [
-    "source", "case", "elapsed_s", "x_baseline", "granules_per_s", "driver_peak_mb",
-    "max_worker_peak_mb", "shape",
+    "source",
+    "case",
+    "elapsed_s",
+    "x_baseline",
+    "granules_per_s",
+    "driver_peak_mb",
+    "max_worker_peak_mb",
+    "shape",
 ]
 
 

@@ -110,13 +110,19 @@ def run_decode(paths: list[str], repeat: int = 3) -> dict[str, Any]:
                 "mpix_per_s": pix / len(paths) / (ms / 1e3) / 1e6,
             }
         )
-    base = {r["method"].split(" (")[1]: r["ms_per_granule"] for r in rows if r["method"].startswith("h5py plain")}
+    base = {
+        r["method"].split(" (")[1]: r["ms_per_granule"]
+        for r in rows
+        if r["method"].startswith("h5py plain")
+    }
     for r in rows:
         r["x_h5py"] = r["ms_per_granule"] / base[r["method"].split(" (")[1]]
     return {"granule": meta, "rows": rows}
 
 
-def run_transform(tile: int = 512, source_epsg: int = 32714, target_epsg: int = 3031, repeat: int = 3) -> dict[str, Any]:
+def run_transform(
+    tile: int = 512, source_epsg: int = 32714, target_epsg: int = 3031, repeat: int = 3
+) -> dict[str, Any]:
     """pyproj throughput vs ``source_geometry`` on a ``tile x tile`` tile near Pine Island."""
     from pyproj import Transformer
 
@@ -175,7 +181,12 @@ def block_inputs(plan, block, epsg: int | None = None):
 
     from itslive_dask.cube.kernel import BlockConfig
 
-    cfg = BlockConfig(grid=plan.grid, variables=plan.variables, resampling=plan.resampling, region_wkb=shapely.to_wkb(plan.region))
+    cfg = BlockConfig(
+        grid=plan.grid,
+        variables=plan.variables,
+        resampling=plan.resampling,
+        region_wkb=shapely.to_wkb(plan.region),
+    )
     refs = tuple((pos, r) for pos, r in plan.block_refs(block) if epsg is None or r.epsg == epsg)
     ts, rs, cs = plan.block_slices(block)
     return cfg, refs, (rs.start, rs.stop), (cs.start, cs.stop), ts.stop - ts.start
@@ -219,7 +230,9 @@ def run_cache(plan, epsg: int | None = None, repeat: int = 2) -> dict[str, Any]:
     for _, r in refs:
         crs_counts[r.epsg] = crs_counts.get(r.epsg, 0) + 1
     out: dict[str, Any] = {
-        "block": list(block), "granules": len(refs), "tile": [rows[1] - rows[0], cols[1] - cols[0]],
+        "block": list(block),
+        "granules": len(refs),
+        "tile": [rows[1] - rows[0], cols[1] - cols[0]],
         "crs_counts": {str(k): v for k, v in crs_counts.items()},
     }
     saved = B.GEOMETRY_CACHE
@@ -259,7 +272,9 @@ _STAGES = {
 }
 
 
-def run_profile(plan, storage_options: dict | None = None, epsg: int | None = None) -> dict[str, Any]:
+def run_profile(
+    plan, storage_options: dict | None = None, epsg: int | None = None
+) -> dict[str, Any]:
     """cProfile one cold call of the busiest block; cumulative time per stage, % of the total."""
     from itslive_dask.cube import kernel as B
 
@@ -284,14 +299,18 @@ def run_profile(plan, storage_options: dict | None = None, epsg: int | None = No
         "total_s": total,
         "stages_s": prof_sum["stages_s"],
         "stages_pct": prof_sum["stages_pct"],
-        "top_self_time": [{"function": f, "s": s, "pct": 100 * s / total} for f, s in prof_sum["top_own_s"]],
+        "top_self_time": [
+            {"function": f, "s": s, "pct": 100 * s / total} for f, s in prof_sum["top_own_s"]
+        ],
     }
 
 
 #: Environments of the block-loop subprocesses (glibc malloc tunables).
 MALLOC_ENVS: dict[str, dict[str, str] | None] = {
     "glibc defaults (no variable)": None,
-    "MALLOC_TRIM_THRESHOLD_=65536 (distributed's worker default)": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    "MALLOC_TRIM_THRESHOLD_=65536 (distributed's worker default)": {
+        "MALLOC_TRIM_THRESHOLD_": "65536"
+    },
     "MALLOC_TRIM_THRESHOLD_=1GiB": {"MALLOC_TRIM_THRESHOLD_": str(2**30)},
     "MALLOC_TRIM_THRESHOLD_=65536 + MALLOC_MMAP_THRESHOLD_=64MiB": {
         "MALLOC_TRIM_THRESHOLD_": "65536",
@@ -321,10 +340,15 @@ def run_malloc(table_path: str, geojson: dict, repeat: int = 1) -> dict[str, Any
             for label, extra in MALLOC_ENVS.items():
                 env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
                 env.update(extra or {})
-                env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
+                env["PYTHONPATH"] = os.pathsep.join(
+                    [os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")]
+                )
                 proc = subprocess.run(
                     [sys.executable, os.path.abspath(__file__), "blocks", spec.name],
-                    capture_output=True, text=True, env=env, check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
                 )
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res["setting"] = label

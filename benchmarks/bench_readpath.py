@@ -63,7 +63,16 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_common import md_table, out_dir, peak_rss_self, profile_summary, s3_server_process, synthetic_archive, upload_table, write_result  # noqa: E402, I001
+from bench_common import (  # noqa: E402
+    md_table,
+    out_dir,
+    peak_rss_self,
+    profile_summary,
+    s3_server_process,
+    synthetic_archive,
+    upload_table,
+    write_result,
+)
 from bench_io import VARIABLES, aoi_window, granule_facts  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -71,11 +80,31 @@ log = logging.getLogger(__name__)
 AOIS_KM = (10.0, 50.0, 180.0)
 READERS = ("ranged", "whole")
 COLUMNS = [
-    "aoi_km", "latency_s", "reader", "workers", "granules", "blocks", "fetched_over_needed", "requests_per_granule",
-    "mb_per_granule", "write_s", "max_worker_peak_mb", "resume_requests", "resume_mb",
-    "partial_resume_requests_per_granule", "partial_resume_mb",
+    "aoi_km",
+    "latency_s",
+    "reader",
+    "workers",
+    "granules",
+    "blocks",
+    "fetched_over_needed",
+    "requests_per_granule",
+    "mb_per_granule",
+    "write_s",
+    "max_worker_peak_mb",
+    "resume_requests",
+    "resume_mb",
+    "partial_resume_requests_per_granule",
+    "partial_resume_mb",
 ]
-TUTORIAL_COLUMNS = ["case", "granules", "elapsed_s", "x_baseline", "driver_peak_mb", "max_worker_peak_mb", "shape"]
+TUTORIAL_COLUMNS = [
+    "case",
+    "granules",
+    "elapsed_s",
+    "x_baseline",
+    "driver_peak_mb",
+    "max_worker_peak_mb",
+    "shape",
+]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -147,13 +176,19 @@ def _cluster(n_workers: int):
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=None,
-        host="127.0.0.1", dashboard_address=":0",
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=None,
+        host="127.0.0.1",
+        dashboard_address=":0",
     )
     return cluster, Client(cluster)
 
 
-def needed_bytes(facts: list[dict[str, Any]], centre: tuple[float, float], km: float) -> tuple[int, int, int]:
+def needed_bytes(
+    facts: list[dict[str, Any]], centre: tuple[float, float], km: float
+) -> tuple[int, int, int]:
     """(granules touched, chunk bytes, chunk + metadata bytes) of a ``km`` AOI."""
     n = chunks = meta = 0
     for g in facts:
@@ -178,7 +213,14 @@ def _drop_one_marker(store: str) -> str | None:
 
 # ----------------------------------------------------------------------------- benchmark
 def build_once(
-    table: Any, geojson: dict[str, Any], reader: str, proxy: Any, work: Path, *, n_workers: int, partial: bool
+    table: Any,
+    geojson: dict[str, Any],
+    reader: str,
+    proxy: Any,
+    work: Path,
+    *,
+    n_workers: int,
+    partial: bool,
 ) -> dict[str, Any]:
     """One ``write_cube`` on a fresh cluster, its resume(s); counts through the proxy."""
     import xarray as xr
@@ -196,13 +238,24 @@ def build_once(
         with builds_with(reader):
             proxy.reset_stats()
             t1 = time.perf_counter()
-            res = write_cube(table, store, geojson, crs=3413, resolution=120.0, storage_options=opts, client=client)
+            res = write_cube(
+                table,
+                store,
+                geojson,
+                crs=3413,
+                resolution=120.0,
+                storage_options=opts,
+                client=client,
+            )
             out["write_s"] = time.perf_counter() - t1
             st = proxy.reset_stats()
             out["worker_peak_rss"] = {str(k): int(v) for k, v in client.run(peak_rss_self).items()}
             out.update(
-                shape=list(res.shape), blocks=res.blocks_written, granules_read=res.granules_read,
-                failed=len(res.failed), build=st.summary(),
+                shape=list(res.shape),
+                blocks=res.blocks_written,
+                granules_read=res.granules_read,
+                failed=len(res.failed),
+                build=st.summary(),
             )
             # a resume of the finished build: nothing to redo, nothing to read
             res2 = write_cube(table, store, mode="resume", storage_options=opts, client=client)
@@ -213,8 +266,10 @@ def build_once(
                 res3 = write_cube(table, store, mode="resume", storage_options=opts, client=client)
                 st3 = proxy.reset_stats()
                 out["partial_resume"] = {
-                    "dropped_marker": dropped, "blocks_written": res3.blocks_written,
-                    "granules_read": res3.granules_read, **st3.summary(),
+                    "dropped_marker": dropped,
+                    "blocks_written": res3.blocks_written,
+                    "granules_read": res3.granules_read,
+                    **st3.summary(),
                 }
         with xr.open_zarr(store, consolidated=False) as ds:
             out["cube"] = {v: ds[v].load().values for v in VARIABLES if v in ds}
@@ -256,7 +311,9 @@ def run_readpath(
     dest = work / f"archive-realistic-{n_granules}"
     t0 = time.perf_counter()
     # same settings as bench_io.py, so the two benchmarks read the same archive
-    table = synthetic_archive(dest, n_granules, seed=21, size="realistic", v1_fraction=0.0, outside_fraction=0.0)
+    table = synthetic_archive(
+        dest, n_granules, seed=21, size="realistic", v1_fraction=0.0, outside_fraction=0.0
+    )
     table = relocate(table, dest.resolve())
     gen_s = time.perf_counter() - t0
     facts = granule_facts(table)
@@ -274,12 +331,25 @@ def run_readpath(
                     order = readers if rnd % 2 == 0 else tuple(reversed(readers))
                     cubes: dict[str, dict[str, np.ndarray]] = {}
                     for reader in order:
-                        r = build_once(s3table, geo, reader, proxy, work, n_workers=n_workers, partial=reader == "ranged")
+                        r = build_once(
+                            s3table,
+                            geo,
+                            reader,
+                            proxy,
+                            work,
+                            n_workers=n_workers,
+                            partial=reader == "ranged",
+                        )
                         cubes[reader] = r.pop("cube")
                         b = r["build"]
                         peaks = r["worker_peak_rss"]
                         row = {
-                            "round": rnd, "aoi_km": km, "latency_s": latency, "workers": n_workers, "granules": n, "needed_mb": need_b / 1e6,
+                            "round": rnd,
+                            "aoi_km": km,
+                            "latency_s": latency,
+                            "workers": n_workers,
+                            "granules": n,
+                            "needed_mb": need_b / 1e6,
                             "needed_chunks_mb": chunk_b / 1e6,
                             "fetched_over_needed": b["bytes_out"] / max(need_b, 1),
                             "requests_per_granule": b["requests"] / max(n, 1),
@@ -291,11 +361,19 @@ def run_readpath(
                         }
                         if "partial_resume" in r:
                             pr = r["partial_resume"]
-                            row["partial_resume_requests_per_granule"] = pr["requests"] / max(pr["granules_read"], 1)
+                            row["partial_resume_requests_per_granule"] = pr["requests"] / max(
+                                pr["granules_read"], 1
+                            )
                             row["partial_resume_mb"] = pr["bytes_out"] / 1e6
                         rows.append(row)
-                        log.info("readpath %s km %s: %.1fx, %.1f req/granule, %.1f s", km, reader,
-                                 row["fetched_over_needed"], row["requests_per_granule"], row["write_s"])
+                        log.info(
+                            "readpath %s km %s: %.1fx, %.1f req/granule, %.1f s",
+                            km,
+                            reader,
+                            row["fetched_over_needed"],
+                            row["requests_per_granule"],
+                            row["write_s"],
+                        )
                     first, *others = cubes.values()
                     for name, other in zip(order[1:], others, strict=True):
                         for v in first:
@@ -325,8 +403,14 @@ def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dic
     gen_s = time.perf_counter() - t0
     path = work / f"tutorial-table-{time.time_ns()}.parquet"
     table.to_parquet(path)
-    spec = {"table": str(path), "urls": list(table["url"]), "geojson": get_region("svalbard").geojson,
-            "storage_options": None, "tmp": str(work), "chunks": None}
+    spec = {
+        "table": str(path),
+        "urls": list(table["url"]),
+        "geojson": get_region("svalbard").geojson,
+        "storage_options": None,
+        "tmp": str(work),
+        "chunks": None,
+    }
     rows = []
     try:
         for case in ("baseline", "write"):
@@ -345,12 +429,27 @@ def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dic
     return {"granules": n, "archive_s": gen_s, "rows": rows}
 
 
-def run_scaling(work: str | os.PathLike, sizes: tuple[int, ...] = (50, 100, 200, 384)) -> dict[str, Any]:
+def run_scaling(
+    work: str | os.PathLike, sizes: tuple[int, ...] = (50, 100, 200, 384)
+) -> dict[str, Any]:
     """:func:`run_tutorial` at each size: wall time and peak memory versus granules."""
     rows = []
     for n in sizes:
         for r in run_tutorial(work, n)["rows"]:
-            rows.append({k: r.get(k) for k in ("case", "granules", "elapsed_s", "x_baseline", "driver_peak_mb", "max_worker_peak_mb", "shape")})
+            rows.append(
+                {
+                    k: r.get(k)
+                    for k in (
+                        "case",
+                        "granules",
+                        "elapsed_s",
+                        "x_baseline",
+                        "driver_peak_mb",
+                        "max_worker_peak_mb",
+                        "shape",
+                    )
+                }
+            )
     return {"rows": rows}
 
 
@@ -362,14 +461,30 @@ def plot_scaling(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for case, label, style in (("baseline", "tutorial load_cube (1 process)", "o-"), ("write", "write_cube (2 workers)", "s-")):
+    for case, label, style in (
+        ("baseline", "tutorial load_cube (1 process)", "o-"),
+        ("write", "write_cube (2 workers)", "s-"),
+    ):
         rs = sorted((r for r in rows if r["case"] == case), key=lambda r: r["granules"])
         n = [r["granules"] for r in rs]
         ax1.plot(n, [r["elapsed_s"] for r in rs], style, label=label)
-        mem = [r["driver_peak_mb"] if case == "baseline" else max(r["driver_peak_mb"], r["max_worker_peak_mb"] or 0) for r in rs]
-        ax2.plot(n, mem, style, label=label + (" driver" if case == "baseline" else ", largest process"))
-    ax1.set(xlabel="granules in the archive", ylabel="wall time (s)", title="Time (one run, shared 2 cores)")
-    ax2.set(xlabel="granules in the archive", ylabel="peak RSS (MB)", title="Peak memory of one process")
+        mem = [
+            r["driver_peak_mb"]
+            if case == "baseline"
+            else max(r["driver_peak_mb"], r["max_worker_peak_mb"] or 0)
+            for r in rs
+        ]
+        ax2.plot(
+            n, mem, style, label=label + (" driver" if case == "baseline" else ", largest process")
+        )
+    ax1.set(
+        xlabel="granules in the archive",
+        ylabel="wall time (s)",
+        title="Time (one run, shared 2 cores)",
+    )
+    ax2.set(
+        xlabel="granules in the archive", ylabel="peak RSS (MB)", title="Peak memory of one process"
+    )
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -399,10 +514,15 @@ def profile_blocks(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> d
     total, reads = run_all_blocks(plan, prof=prof)
     prof_sum = profile_summary(prof, total, stages_of)
     return {
-        "granules": n, "granule_block_reads": reads, "total_s": total,
+        "granules": n,
+        "granule_block_reads": reads,
+        "total_s": total,
         "ms_per_granule_read": 1e3 * total / max(reads, 1),
-        "stages_s": prof_sum["stages_s"], "stages_pct": prof_sum["stages_pct"],
-        "top_self_time": [{"function": f, "s": t, "pct": 100 * t / total} for f, t in prof_sum["top_own_s"]],
+        "stages_s": prof_sum["stages_s"],
+        "stages_pct": prof_sum["stages_pct"],
+        "top_self_time": [
+            {"function": f, "s": t, "pct": 100 * t / total} for f, t in prof_sum["top_own_s"]
+        ],
     }
 
 
@@ -414,13 +534,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=1, help="rounds (reader order alternates)")
     ap.add_argument("--aois", default="10,50,180", help="AOI sizes in km, comma-separated")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
-    ap.add_argument("--readers", default="ranged,whole", help=f"builds, comma-separated, of {', '.join(BUILDS)}")
-    ap.add_argument("--latency", type=float, default=0.0, help="seconds the proxy holds every request (time to first byte)")
-    ap.add_argument("--tutorial-granules", type=int, default=0, help="also run load_cube vs write_cube at this size")
+    ap.add_argument(
+        "--readers", default="ranged,whole", help=f"builds, comma-separated, of {', '.join(BUILDS)}"
+    )
+    ap.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the proxy holds every request (time to first byte)",
+    )
+    ap.add_argument(
+        "--tutorial-granules",
+        type=int,
+        default=0,
+        help="also run load_cube vs write_cube at this size",
+    )
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
-    ap.add_argument("--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384")
-    ap.add_argument("--plot", default=None, help="PNG of the --scaling figures (time and memory vs granules)")
-    ap.add_argument("--profile-tutorial", action="store_true", help="cProfile the tutorial-size cube's blocks in one process")
+    ap.add_argument(
+        "--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384"
+    )
+    ap.add_argument(
+        "--plot", default=None, help="PNG of the --scaling figures (time and memory vs granules)"
+    )
+    ap.add_argument(
+        "--profile-tutorial",
+        action="store_true",
+        help="cProfile the tutorial-size cube's blocks in one process",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
@@ -432,12 +572,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {"machine_start": machine_info()}
     if not args.skip_readers:
         res["readpath"] = run_readpath(
-            work, n_granules=args.granules, repeat=args.repeat, n_workers=args.workers,
-            aois_km=tuple(float(a) for a in args.aois.split(",")), readers=tuple(args.readers.split(",")),
+            work,
+            n_granules=args.granules,
+            repeat=args.repeat,
+            n_workers=args.workers,
+            aois_km=tuple(float(a) for a in args.aois.split(",")),
+            readers=tuple(args.readers.split(",")),
             latency=args.latency,
         )
         rp = res["readpath"]
-        print(f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}")
+        print(
+            f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}"
+        )
         print(md_table(rp["rows"], COLUMNS))
     if args.tutorial_granules:
         res["tutorial"] = run_tutorial(work, args.tutorial_granules)

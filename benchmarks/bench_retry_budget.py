@@ -30,16 +30,29 @@ def main() -> None:
     s3 = LocalS3().start()
     cfg = _test_config()
     url = s3.create_bucket("its-live-data", public=True)
-    table = generate_archive(url, cfg, storage_options=s3.storage_options).iloc[:8].reset_index(drop=True)
+    table = (
+        generate_archive(url, cfg, storage_options=s3.storage_options)
+        .iloc[:8]
+        .reset_index(drop=True)
+    )
     region = cfg.region_obj.polygon
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0")
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    )
     client = Client(cluster)
     out = tempfile.mkdtemp()
     chunks = (16, 4096, 4096)
     try:
         with S3Proxy(s3, max_stall=120) as proxy:
             t0 = time.perf_counter()
-            write_cube(table, f"{out}/clean.zarr", region, storage_options=proxy.storage_options, chunks=chunks, client=client)
+            write_cube(
+                table,
+                f"{out}/clean.zarr",
+                region,
+                storage_options=proxy.storage_options,
+                chunks=chunks,
+                client=client,
+            )
             t_clean = time.perf_counter() - t0
             ref = xr.open_zarr(f"{out}/clean.zarr").load()
             has = np.isfinite(ref.v.values).any(axis=(1, 2))
@@ -48,15 +61,35 @@ def main() -> None:
             print(f"clean build: {t_clean:.1f} s", flush=True)
             for kind in ("503", "stall"):
                 for n in (1, 3):
-                    proxy.set_faults([
-                        FaultRule(1.0, kinds=(kind,), key_pattern=u.split("://", 1)[1], stall_seconds=100)
-                        for u in urls[:n]
-                    ])
+                    proxy.set_faults(
+                        [
+                            FaultRule(
+                                1.0,
+                                kinds=(kind,),
+                                key_pattern=u.split("://", 1)[1],
+                                stall_seconds=100,
+                            )
+                            for u in urls[:n]
+                        ]
+                    )
                     t0 = time.perf_counter()
-                    res = write_cube(table, f"{out}/{kind}{n}.zarr", region, storage_options=proxy.storage_options, chunks=chunks, client=client)
+                    res = write_cube(
+                        table,
+                        f"{out}/{kind}{n}.zarr",
+                        region,
+                        storage_options=proxy.storage_options,
+                        chunks=chunks,
+                        client=client,
+                    )
                     wall = time.perf_counter() - t0
-                    rows = [(f["attempts"], round(f.get("seconds", float("nan")), 2)) for f in res.failed]
-                    print(f"{kind:>5} x{n}: wall {wall:.1f} s (+{wall - t_clean:.1f} s); (attempts, seconds) per granule: {rows}", flush=True)
+                    rows = [
+                        (f["attempts"], round(f.get("seconds", float("nan")), 2))
+                        for f in res.failed
+                    ]
+                    print(
+                        f"{kind:>5} x{n}: wall {wall:.1f} s (+{wall - t_clean:.1f} s); (attempts, seconds) per granule: {rows}",
+                        flush=True,
+                    )
     finally:
         client.close()
         cluster.close()

@@ -207,7 +207,11 @@ def case_engine(spec: dict[str, Any]) -> dict[str, Any]:
         from itslive_dask.cluster import dask_client
 
         client = stack.enter_context(
-            dask_client(None, n_workers=spec.get("n_workers", 2), memory_limit=spec.get("memory_limit") or "auto")
+            dask_client(
+                None,
+                n_workers=spec.get("n_workers", 2),
+                memory_limit=spec.get("memory_limit") or "auto",
+            )
         )
         cluster = None
     else:
@@ -537,7 +541,10 @@ def local_readers(
         best: dict[str, float] = {}
         reads = 0
         for _ in range(repeat):
-            for name, reader in (("h5py in place", whole_object_reader), ("default (LocalReader)", default_reader)):
+            for name, reader in (
+                ("h5py in place", whole_object_reader),
+                ("default (LocalReader)", default_reader),
+            ):
                 _clear_caches(B)
                 secs, reads = run_all_blocks(plan, reader=reader)
                 best[name] = min(best.get(name, float("inf")), secs)
@@ -636,7 +643,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         lr = local_readers(table, get_region("svalbard").geojson)
         print(md_table(lr, list(lr[0])))
-        print(f"result -> {write_result(out_dir(args.out), 'local_readers', {'rows': lr, 'machine_start': start})}")
+        print(
+            f"result -> {write_result(out_dir(args.out), 'local_readers', {'rows': lr, 'machine_start': start})}"
+        )
         return {"rows": lr}
     if args.profile:
         from itslive_dask.testing.synthetic import get_region
@@ -655,7 +664,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         n_workers=args.workers,
         local_granules=tuple(int(n) for n in args.local_granules.split(",") if n.strip()),
-        local_cases=("tutorial", "engine", "engine_h5py") if args.h5py_baseline else ("tutorial", "engine"),
+        local_cases=("tutorial", "engine", "engine_h5py")
+        if args.h5py_baseline
+        else ("tutorial", "engine"),
     )
     res["machine_start"] = start
     print(

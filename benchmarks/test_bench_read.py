@@ -22,7 +22,11 @@ pytestmark = pytest.mark.slow
 def one_crs_archive(bench_work):
     """Small granules all in one UTM zone: every block reuses one source geometry."""
     return synthetic_archive(
-        bench_work / "archive-onecrs-12", 12, seed=5, epsg_weights={32633: 1.0}, outside_fraction=0.0
+        bench_work / "archive-onecrs-12",
+        12,
+        seed=5,
+        epsg_weights={32633: 1.0},
+        outside_fraction=0.0,
     )
 
 
@@ -73,10 +77,14 @@ def test_read_path_benchmark(bench_work, bench_out):
     from itslive_dask.testing.synthetic import get_region
 
     table = synthetic_archive(bench_work / "archive-120-0", 120, seed=0)
-    big = synthetic_archive(bench_work / "archive-big-0", 6, seed=3, granule_pixels=(833, 833), v1_fraction=0.0)
+    big = synthetic_archive(
+        bench_work / "archive-big-0", 6, seed=3, granule_pixels=(833, 833), v1_fraction=0.0
+    )
     res = {
         "decode_833": run_decode(list(big["url"])[:4]),
-        "decode_small": run_decode([u for u, v in zip(table["url"], table["version"], strict=True) if v == 2][:8]),
+        "decode_small": run_decode(
+            [u for u, v in zip(table["url"], table["version"], strict=True) if v == 2][:8]
+        ),
         "transform": run_transform(),
     }
     geojson = get_region("svalbard").geojson
@@ -84,7 +92,8 @@ def test_read_path_benchmark(bench_work, bench_out):
     utm = int(table.loc[table["epsg"] != plan.grid.epsg, "epsg"].value_counts().index[0])
     res["cache"] = run_cache(plan, epsg=utm)
     res["cache_sweep"] = [
-        run_cache_sweep(make_plan(table, geojson, chunks=ch), max_time_blocks=2) for ch in ((16, 512, 512), (16, 128, 128))
+        run_cache_sweep(make_plan(table, geojson, chunks=ch), max_time_blocks=2)
+        for ch in ((16, 512, 512), (16, 128, 128))
     ]
     res["profile"] = run_profile(plan)
     path = bench_work / "read-table-120.parquet"
@@ -92,6 +101,11 @@ def test_read_path_benchmark(bench_work, bench_out):
     res["malloc"] = run_malloc(str(path), geojson)
     write_result(bench_out, "read", res)
     for key in ("decode_833", "decode_small"):
-        print("\n" + md_table(res[key]["rows"], ["method", "ms_per_granule", "mpix_per_s", "x_h5py"]))
-    print("\n" + md_table(res["malloc"]["rows"], ["setting", "total_s", "median_block_s", "minor_faults"]))
+        print(
+            "\n" + md_table(res[key]["rows"], ["method", "ms_per_granule", "mpix_per_s", "x_h5py"])
+        )
+    print(
+        "\n"
+        + md_table(res["malloc"]["rows"], ["setting", "total_s", "median_block_s", "minor_faults"])
+    )
     assert res["cache"]["cache"]["misses"] == 1

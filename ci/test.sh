@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/bootstrap.sh
 .venv/bin/ruff check itslive_dask tests benchmarks
+.venv/bin/ruff format --check itslive_dask tests benchmarks
 .venv/bin/mypy
 # the API and CLI reference pages are generated from the code: they must not be stale
 .venv/bin/python docs/gen_api.py --check

@@ -70,6 +70,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
+
 def __getattr__(name: str) -> Any:
     try:
         module = _EXPORTS[name]

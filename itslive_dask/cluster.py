@@ -376,18 +376,22 @@ def parse_gateway_scheduler(scheduler: str) -> tuple[str, str | None, dict[str, 
     ('address', 'abc123', {'proxy_address': 'gateway://10.0.0.5:8786'})
     """
     if scheduler.startswith("gateway://"):
-        rest = scheduler[len("gateway://"):]
+        rest = scheduler[len("gateway://") :]
         proxy, _, name = rest.partition("/")
         if not proxy or not name or "/" in name:
             raise InvalidInputError(
                 f"a gateway cluster address is gateway://<proxy host:port>/<cluster name>, got {scheduler!r}"
             )
         return "address", name, {"proxy_address": f"gateway://{proxy}"}
-    rest = scheduler[len("gateway:"):]
+    rest = scheduler[len("gateway:") :]
     head, _, query = rest.partition("?")
     if head == "new":
         try:
-            return "new", None, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+            return (
+                "new",
+                None,
+                dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))),
+            )
         except ValueError:
             raise InvalidInputError(
                 f"cluster options are given as gateway:new?option=value&option=value, got {scheduler!r}"
@@ -439,7 +443,9 @@ def _gateway(scheduler: str, *, n_workers: int | None, timeout: float) -> Iterat
         try:
             cluster = gateway.connect(name, shutdown_on_close=False)
         except Exception as exc:  # the gateway's HTTP errors (ValueError, ClientError...)
-            raise ClusterError(f"cannot connect to the dask-gateway cluster {name!r}: {exc}") from None
+            raise ClusterError(
+                f"cannot connect to the dask-gateway cluster {name!r}: {exc}"
+            ) from None
         try:
             c = cluster.get_client()
             try:
@@ -471,7 +477,9 @@ def close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
 
 
 @contextlib.contextmanager
-def _new_gateway_cluster(gateway: Any, opts: dict[str, str], n_workers: int | None) -> Iterator[Any]:
+def _new_gateway_cluster(
+    gateway: Any, opts: dict[str, str], n_workers: int | None
+) -> Iterator[Any]:
     workers = opts.pop("workers", None)
     n = int(workers) if workers is not None else (n_workers if n_workers is not None else 2)
     if n < 1:
@@ -510,7 +518,7 @@ def _new_gateway_cluster(gateway: Any, opts: dict[str, str], n_workers: int | No
 
 # --------------------------------------------------------------------------- worker environment
 
-_PROBE_SOURCE = '''
+_PROBE_SOURCE = """
 def probe(names):
     import importlib
     import platform
@@ -524,7 +532,7 @@ def probe(names):
         else:
             out["modules"][name] = {"version": str(getattr(module, "__version__", "unknown"))}
     return out
-'''
+"""
 
 
 def _probe_function() -> Callable[[tuple[str, ...]], dict[str, Any]]:
@@ -535,7 +543,9 @@ def _probe_function() -> Callable[[tuple[str, ...]], dict[str, Any]]:
     return namespace["probe"]
 
 
-def worker_environments(client: Any, modules: tuple[str, ...] = WORKER_MODULES) -> dict[str, dict[str, Any]]:
+def worker_environments(
+    client: Any, modules: tuple[str, ...] = WORKER_MODULES
+) -> dict[str, dict[str, Any]]:
     """What each worker of ``client``'s cluster can import: ``{address: {"python": ..., "modules":
     {name: {"version": ...} or {"error": ...}}, "name": worker name}}``."""
     probe = _probe_function()
@@ -575,7 +585,9 @@ def check_workers(
 
     if not client.scheduler_info(n_workers=-1).get("workers"):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not client.scheduler_info(n_workers=-1).get("workers"):
+        while time.monotonic() < deadline and not client.scheduler_info(n_workers=-1).get(
+            "workers"
+        ):
             time.sleep(0.2)
         if not client.scheduler_info(n_workers=-1).get("workers"):
             log.warning("the cluster has no workers yet: their environment is not checked")
@@ -594,18 +606,26 @@ def check_workers(
             if "error" in info:
                 problems.append(f"{name} missing ({info['error']})")
             elif name == "itslive_dask" and _public_version(info["version"]) != want:
-                problems.append(f"itslive_dask {info['version']} (this client has {itslive_dask.__version__})")
+                problems.append(
+                    f"itslive_dask {info['version']} (this client has {itslive_dask.__version__})"
+                )
         package = env.get("modules", {}).get("itslive_dask", {})
         for name in TASK_MODULES if "error" not in package else ():
             info = env.get("modules", {}).get(name, {})
             if "error" in info:
                 problems.append(f"{name} cannot be imported ({info['error']})")
         if problems:
-            label = address if not env.get("name") or str(env["name"]) == address else f"{address} (name {env['name']})"
+            label = (
+                address
+                if not env.get("name") or str(env["name"]) == address
+                else f"{address} (name {env['name']})"
+            )
             bad.append(f"  {label}: " + "; ".join(problems))
     if bad:
         raise ClusterError(
-            f"{len(bad)} of {len(envs)} Dask workers cannot run the build:\n" + "\n".join(bad) + "\n"
+            f"{len(bad)} of {len(envs)} Dask workers cannot run the build:\n"
+            + "\n".join(bad)
+            + "\n"
             f"Install itslive_dask=={itslive_dask.__version__} with "
             f"{', '.join(m for m in modules if m != 'itslive_dask')} in the workers' environment "
             "(the cluster's image or conda environment) and restart them."

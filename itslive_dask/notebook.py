@@ -40,10 +40,10 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(caption: str, rows: list[tuple[str, Any]], *, raw: frozenset[str] | set[str] = frozenset()) -> str:
-    body = "".join(
-        f"<tr><th>{_e(k)}</th><td>{v if k in raw else _e(v)}</td></tr>" for k, v in rows
-    )
+def _table(
+    caption: str, rows: list[tuple[str, Any]], *, raw: frozenset[str] | set[str] = frozenset()
+) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v if k in raw else _e(v)}</td></tr>" for k, v in rows)
     return f'{_STYLE}<table class="itslive-table"><caption>{_e(caption)}</caption>{body}</table>'
 
 
@@ -73,7 +73,10 @@ def plan_html(plan: Any) -> str:
         ("variables", ", ".join(plan.variables)),
         ("size when built", f"{_bytes(nbytes)} as float32, before compression"),
         ("chunks (t, y, x)", " × ".join(map(str, plan.chunks))),
-        ("blocks", f"{s['blocks']} ({s['blocks_with_data']} with data, {s['granule_tile_reads']} granule-tile reads)"),
+        (
+            "blocks",
+            f"{s['blocks']} ({s['blocks_with_data']} with data, {s['granule_tile_reads']} granule-tile reads)",
+        ),
         ("resampling", plan.resampling),
     ]
     layers = plan.layers
@@ -85,7 +88,12 @@ def plan_html(plan: Any) -> str:
     if plan.t_offset:
         rows.append(("first layer", f"{plan.t_offset} (continues an existing cube)"))
     dropped = plan.dropped
-    rows.append(("granules left out", f"{len(dropped)}" + (f" ({_counts(dropped['reason'])})" if len(dropped) else "")))
+    rows.append(
+        (
+            "granules left out",
+            f"{len(dropped)}" + (f" ({_counts(dropped['reason'])})" if len(dropped) else ""),
+        )
+    )
     return _table("itslive_dask cube plan", rows)
 
 
@@ -98,11 +106,21 @@ def result_html(result: Any) -> str:
         ("mode", result.mode),
         ("cube (mid_date × y × x)", f"{t} × {ny} × {nx}"),
         ("layers added", result.layers_added),
-        ("blocks", f"{result.blocks_written} written, {result.blocks_skipped} already done, {result.blocks_total} total"),
+        (
+            "blocks",
+            f"{result.blocks_written} written, {result.blocks_skipped} already done, {result.blocks_total} total",
+        ),
         ("granules read", result.granules_read),
         ("failed granules", len(result.failed)),
-        ("skipped granules", f"{len(result.skipped)}"
-         + (f" ({_counts(s.get('reason', '?') for s in result.skipped)})" if result.skipped else "")),
+        (
+            "skipped granules",
+            f"{len(result.skipped)}"
+            + (
+                f" ({_counts(s.get('reason', '?') for s in result.skipped)})"
+                if result.skipped
+                else ""
+            ),
+        ),
         ("wall time", f"{result.elapsed:.1f} s"),
     ]
     if result.peak_worker_rss:
@@ -111,17 +129,20 @@ def result_html(result: Any) -> str:
     if result.failed:
         head = "<tr><th>granule</th><th>block</th><th>attempts</th><th>error</th></tr>"
         body = "".join(
-            f"<tr><td>{_e(f.get('granule_id', ''))}</td><td style=\"white-space: nowrap\">{_e(f.get('block', ''))}</td>"
+            f'<tr><td>{_e(f.get("granule_id", ""))}</td><td style="white-space: nowrap">{_e(f.get("block", ""))}</td>'
             f"<td>{_e(f.get('attempts', ''))}</td><td>{_e(f.get('error', ''))}</td></tr>"
             for f in result.failed[:MAX_FAILED_ROWS]
         )
         more = len(result.failed) - MAX_FAILED_ROWS
         note = (
-            f"<p>{more} more in the ledger (<code>itslive_dask.read_ledger(store)</code>).</p>" if more > 0 else ""
-        ) + "<p>Their layers are flagged in <code>granule_status</code>; <code>mode='resume'</code> retries them.</p>"
-        out += (
-            f'<table class="itslive-table"><caption>failed granules</caption>{head}{body}</table>{note}'
+            (
+                f"<p>{more} more in the ledger (<code>itslive_dask.read_ledger(store)</code>).</p>"
+                if more > 0
+                else ""
+            )
+            + "<p>Their layers are flagged in <code>granule_status</code>; <code>mode='resume'</code> retries them.</p>"
         )
+        out += f'<table class="itslive-table"><caption>failed granules</caption>{head}{body}</table>{note}'
     return out
 
 

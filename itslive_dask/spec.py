@@ -93,9 +93,13 @@ class CubeSpec:
         try:
             res = float(self.resolution)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"resolution must be a number of metres, got {self.resolution!r}") from None
+            raise InvalidInputError(
+                f"resolution must be a number of metres, got {self.resolution!r}"
+            ) from None
         if not (np.isfinite(res) and res > 0):
-            raise InvalidInputError(f"resolution must be a positive number of metres, got {self.resolution!r}")
+            raise InvalidInputError(
+                f"resolution must be a positive number of metres, got {self.resolution!r}"
+            )
         object.__setattr__(self, "resolution", res)
         if self.geometry is not None or self.bbox is not None:
             parse_region(self.geometry, self.bbox)  # fail now, not when the cube is planned
@@ -188,7 +192,9 @@ def normalize_chunks(chunks: Any) -> tuple[int, int, int]:
     elif isinstance(chunks, Mapping):
         unknown = set(chunks) - {"mid_date", "time", "t", "y", "x"}
         if unknown:
-            raise InvalidInputError(f"unknown chunk dimensions {sorted(unknown)}; use mid_date, y, x")
+            raise InvalidInputError(
+                f"unknown chunk dimensions {sorted(unknown)}; use mid_date, y, x"
+            )
         t = chunks.get("mid_date", chunks.get("time", chunks.get("t", DEFAULT_CHUNKS[0])))
         out = (t, chunks.get("y", DEFAULT_CHUNKS[1]), chunks.get("x", DEFAULT_CHUNKS[2]))
     elif isinstance(chunks, Sequence) and not isinstance(chunks, str) and len(chunks) == 3:

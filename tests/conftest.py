@@ -82,14 +82,19 @@ def synthetic_archive(local_s3) -> SyntheticArchive:
         specs=tuple(make_granule_specs(config)),
     )
 
+
 @pytest.fixture(scope="session")
 def dask_client():
     """A LocalCluster with 2 single-threaded worker processes on 127.0.0.1."""
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=":0", memory_limit="3GiB",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        memory_limit="3GiB",
     )
     client = Client(cluster)
     yield client

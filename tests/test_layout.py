@@ -76,8 +76,19 @@ def test_the_kernel_never_opens_files():
 
 def test_cli_and_demo_do_not_reach_into_store_internals():
     public_store = {
-        "itslive_dask.store.write": {"write_cube", "check_output", "WriteResult", "MODES", "LAYOUTS"},
-        "itslive_dask.store.state": {"describe_build", "open_store", "is_itslive_store", "read_ledger"},
+        "itslive_dask.store.write": {
+            "write_cube",
+            "check_output",
+            "WriteResult",
+            "MODES",
+            "LAYOUTS",
+        },
+        "itslive_dask.store.state": {
+            "describe_build",
+            "open_store",
+            "is_itslive_store",
+            "read_ledger",
+        },
         "itslive_dask.store.stac_item": {"cube_stac_item", "write_stac_item"},
     }
     offenders = []
@@ -85,9 +96,15 @@ def test_cli_and_demo_do_not_reach_into_store_internals():
         source = (PACKAGE / rel).read_text()
         tree = ast.parse(source)
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("itslive_dask.store"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("itslive_dask.store")
+            ):
                 allowed = public_store.get(node.module, set())
-                bad = [a.name for a in node.names if a.name not in allowed or a.name.startswith("_")]
+                bad = [
+                    a.name for a in node.names if a.name not in allowed or a.name.startswith("_")
+                ]
                 if bad:
                     offenders.append((rel, node.module, bad))
         for name in ("_itslive", ".map.zarr", "zarr.json", ".zattrs"):

@@ -826,7 +826,9 @@ def cube(
     if retries < 0:
         raise InvalidInputError(f"--retries must be 0 or more, got {retries}")
     if not (0 < retry_budget < float("inf")):
-        raise InvalidInputError(f"--retry-budget must be a number of seconds > 0, got {retry_budget}")
+        raise InvalidInputError(
+            f"--retry-budget must be a number of seconds > 0, got {retry_budget}"
+        )
     if scheduler is not None and workers is not None:
         raise InvalidInputError(
             "--workers sizes a LocalCluster; with --scheduler the cluster is already sized"
@@ -838,7 +840,10 @@ def cube(
     if layout not in ("map", "timeseries"):
         raise InvalidInputError(f"--layout must be map or timeseries, got {layout!r}")
     spec = CubeSpec(
-        crs=crs, resolution=resolution, variables=var_list, chunks=chunk_tuple or DEFAULT_CHUNKS,
+        crs=crs,
+        resolution=resolution,
+        variables=var_list,
+        chunks=chunk_tuple or DEFAULT_CHUNKS,
         resampling=resampling,  # type: ignore[arg-type]  # validated by CubeSpec
     )  # validated before any search; the region is added once known
     check_output(output, sto, mode=mode, layout=layout)  # before any search
@@ -967,7 +972,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     enable_builds: Annotated[
         bool,
-        typer.Option("--enable-builds", help="Let the map page start cube builds (needs --output-root)."),
+        typer.Option(
+            "--enable-builds", help="Let the map page start cube builds (needs --output-root)."
+        ),
     ] = False,
     output_root: Annotated[
         str | None,
@@ -975,11 +982,15 @@ def serve(
     ] = None,
     builds_scheduler: Annotated[
         str | None,
-        typer.Option("--builds-scheduler", help="Dask scheduler for builds (default: a LocalCluster)."),
+        typer.Option(
+            "--builds-scheduler", help="Dask scheduler for builds (default: a LocalCluster)."
+        ),
     ] = None,
     root_path: Annotated[
         str | None,
-        typer.Option("--root-path", help="URL prefix the server is mounted under (behind a proxy)."),
+        typer.Option(
+            "--root-path", help="URL prefix the server is mounted under (behind a proxy)."
+        ),
     ] = None,
     storage_option: StorageOpt = None,
     anon: AnonOpt = False,
@@ -997,7 +1008,9 @@ def serve(
         )
     catalog = catalog or catalog_arg
     if enable_builds and not output_root:
-        raise InvalidInputError("--enable-builds needs --output-root (the folder builds may write under)")
+        raise InvalidInputError(
+            "--enable-builds needs --output-root (the folder builds may write under)"
+        )
     if output_root and not enable_builds:
         raise InvalidInputError("--output-root is used only with --enable-builds")
     app_options: dict[str, Any] = {}
@@ -1052,7 +1065,10 @@ def info(
     anon: AnonOpt = False,
     stac_item: Annotated[
         str | None,
-        typer.Option("--stac-item", help="Also write the cube's STAC item (datacube + projection extensions) to this JSON file."),
+        typer.Option(
+            "--stac-item",
+            help="Also write the cube's STAC item (datacube + projection extensions) to this JSON file.",
+        ),
     ] = None,
 ) -> None:
     """Describe a cube: extent, CRS, layers per year and sensor, build state and ledger."""
@@ -1104,7 +1120,9 @@ def info(
     t.add_row("dates", f"{desc['start']} .. {desc['end']}")
     t.add_row("variables", ", ".join(desc["variables"]))
     if state.get("velocity_encoding") == "int16":
-        t.add_row("encoding", "int16 velocities (whole m/yr, -32767 = no data), as the production cubes")
+        t.add_row(
+            "encoding", "int16 velocities (whole m/yr, -32767 = no data), as the production cubes"
+        )
     t.add_row(
         "build",
         state.get("text", "no build state here (a time-series copy keeps it in <store>.map.zarr)"),

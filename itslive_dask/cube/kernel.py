@@ -231,8 +231,12 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
                     forget()
                 found = _window(cfg, ref, reader, rows_s, cols_s, inside, to_read, used=None)
         except GranuleError as exc:
-            exc.attempts = max(int(getattr(exc, "attempts", 1)), int(getattr(reader, "attempts", 1)))
-            exc.seconds = max(float(getattr(exc, "seconds", 0.0)), float(getattr(reader, "seconds", 0.0)))
+            exc.attempts = max(
+                int(getattr(exc, "attempts", 1)), int(getattr(reader, "attempts", 1))
+            )
+            exc.seconds = max(
+                float(getattr(exc, "seconds", 0.0)), float(getattr(reader, "seconds", 0.0))
+            )
             if exc.attempts > 1:  # retried and still failing: other tiles need not wait again
                 problem, attempts = exc.problem, exc.attempts
                 FAILED_CACHE.get(key, lambda: (problem, attempts))

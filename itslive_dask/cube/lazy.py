@@ -227,7 +227,9 @@ def resolve_and_report(
     return _header_table(sources, storage_options, max_workers, on_error, policy)
 
 
-def granule_sources(granules: Granules, storage_options: StorageOptions | None = None) -> list[str] | None:
+def granule_sources(
+    granules: Granules, storage_options: StorageOptions | None = None
+) -> list[str] | None:
     """The paths/URLs of ``granules`` given as a list, a folder or a glob (None for a
     granule table, whose rows need no listing).
 

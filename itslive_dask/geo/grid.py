@@ -52,9 +52,13 @@ class TargetGrid:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
-            raise InvalidInputError(f"grid must have at least one pixel, got {self.height}x{self.width}")
+            raise InvalidInputError(
+                f"grid must have at least one pixel, got {self.height}x{self.width}"
+            )
         if not (self.resolution > 0 and math.isfinite(self.resolution)):
-            raise InvalidInputError(f"resolution must be a positive number of metres, got {self.resolution}")
+            raise InvalidInputError(
+                f"resolution must be a positive number of metres, got {self.resolution}"
+            )
 
     @classmethod
     def from_bounds(
@@ -81,9 +85,13 @@ class TargetGrid:
         try:
             res = float(resolution)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"resolution must be a number of metres, got {resolution!r}") from None
+            raise InvalidInputError(
+                f"resolution must be a number of metres, got {resolution!r}"
+            ) from None
         if not (res > 0 and math.isfinite(res)):
-            raise InvalidInputError(f"resolution must be a positive number of metres, got {resolution!r}")
+            raise InvalidInputError(
+                f"resolution must be a positive number of metres, got {resolution!r}"
+            )
         xmin, ymin, xmax, ymax = (float(b) for b in bounds)
         ax, ay = anchor
         # first/last centres whose pixels touch the bounds
@@ -147,10 +155,16 @@ def _epsg_of(crs: Any) -> int:
     try:
         c = CRS.from_user_input(crs)
     except Exception:
-        raise InvalidInputError(f"not a coordinate reference system: {crs!r} (try 'EPSG:3413')") from None
+        raise InvalidInputError(
+            f"not a coordinate reference system: {crs!r} (try 'EPSG:3413')"
+        ) from None
     epsg = c.to_epsg()
     if epsg is None:
-        raise InvalidInputError(f"CRS {crs!r} has no EPSG code; ITS_LIVE grids need one (e.g. EPSG:3031)")
+        raise InvalidInputError(
+            f"CRS {crs!r} has no EPSG code; ITS_LIVE grids need one (e.g. EPSG:3031)"
+        )
     if not c.is_projected:
-        raise InvalidInputError(f"CRS EPSG:{epsg} is not projected; cubes need metres (e.g. EPSG:3031, EPSG:3413)")
+        raise InvalidInputError(
+            f"CRS EPSG:{epsg} is not projected; cubes need metres (e.g. EPSG:3031, EPSG:3413)"
+        )
     return int(epsg)

@@ -58,13 +58,19 @@ def parse_bbox(bbox: Any) -> tuple[float, float, float, float]:
     try:
         vals = tuple(float(v) for v in parts)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"bbox must be 4 numbers min_lon,min_lat,max_lon,max_lat; got {bbox!r}") from None
+        raise InvalidInputError(
+            f"bbox must be 4 numbers min_lon,min_lat,max_lon,max_lat; got {bbox!r}"
+        ) from None
     if len(vals) != 4 or not all(np.isfinite(vals)):
-        raise InvalidInputError(f"bbox must be 4 numbers min_lon,min_lat,max_lon,max_lat; got {bbox!r}")
+        raise InvalidInputError(
+            f"bbox must be 4 numbers min_lon,min_lat,max_lon,max_lat; got {bbox!r}"
+        )
     w, s, e, n = vals
     _check_lonlat(np.array([w, e]), np.array([s, n]), what="bbox")
     if not (w < e and s < n):
-        raise InvalidInputError(f"bbox must have min_lon < max_lon and min_lat < max_lat; got {bbox!r}")
+        raise InvalidInputError(
+            f"bbox must have min_lon < max_lon and min_lat < max_lat; got {bbox!r}"
+        )
     return w, s, e, n
 
 
@@ -86,7 +92,9 @@ def parse_region(geometry: Region | None = None, bbox: Any = None) -> shapely.Ge
         than 3 distinct points, a self-intersecting polygon, or zero area.
     """
     if geometry is None and bbox is None:
-        raise InvalidInputError("give a region: geometry (GeoJSON, WKT, list of (lon, lat)) or bbox")
+        raise InvalidInputError(
+            "give a region: geometry (GeoJSON, WKT, list of (lon, lat)) or bbox"
+        )
     if geometry is not None and bbox is not None:
         raise InvalidInputError("give either geometry or bbox, not both")
     if bbox is not None:
@@ -112,7 +120,9 @@ def default_crs(region: shapely.Geometry) -> CRS:
     return CRS.from_epsg(3031 if lat < 0 else 3413)
 
 
-def to_crs(region: shapely.Geometry, crs: Any, *, max_segment_deg: float = 0.01) -> shapely.Geometry:
+def to_crs(
+    region: shapely.Geometry, crs: Any, *, max_segment_deg: float = 0.01
+) -> shapely.Geometry:
     """Project a lon/lat region into ``crs``, densifying edges first so they bend correctly."""
     dense = shapely.segmentize(region, max_segment_deg)
     tr = transformer(4326, crs)
@@ -176,6 +186,8 @@ def _check_lonlat(lon: np.ndarray, lat: np.ndarray, *, what: str) -> None:
     if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
         raise InvalidInputError(f"{what} has non-finite coordinates")
     if np.any(np.abs(lat) > 90):
-        raise InvalidInputError(f"{what} has latitudes beyond +-90 degrees (is it lat,lon instead of lon,lat?)")
+        raise InvalidInputError(
+            f"{what} has latitudes beyond +-90 degrees (is it lat,lon instead of lon,lat?)"
+        )
     if np.any(np.abs(lon) > 360):
         raise InvalidInputError(f"{what} has longitudes beyond +-360 degrees")

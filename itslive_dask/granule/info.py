@@ -314,7 +314,9 @@ class GranuleInfo:
 
     def grid(self, names: Sequence[str] | None = None) -> GranuleGrid:
         """The :class:`GranuleGrid` part of this header (specs of ``names``, default all)."""
-        specs = self.specs if names is None else tuple(s for s in self.specs if s.name in set(names))
+        specs = (
+            self.specs if names is None else tuple(s for s in self.specs if s.name in set(names))
+        )
         return GranuleGrid(self.source, self.epsg, self.x, self.y, specs)
 
 

@@ -88,8 +88,9 @@ def open_granule(
         ny, nx = info.shape
         if ny * nx > MAX_PIXELS:
             raise GranuleError(
-                src, f"claims {ny} x {nx} pixels, more than open_granule reads into memory "
-                f"({MAX_PIXELS:,}; real granules have about 4 million)"
+                src,
+                f"claims {ny} x {nx} pixels, more than open_granule reads into memory "
+                f"({MAX_PIXELS:,}; real granules have about 4 million)",
             )
         data_vars: dict[str, Any] = {}
         for name in names:

@@ -29,7 +29,11 @@ def open_binary(url: str, storage_options: Mapping[str, Any] | None = None) -> I
 
 
 def put_atomic(
-    url: str, data: bytes, storage_options: Mapping[str, Any] | None = None, *, durable: bool = False
+    url: str,
+    data: bytes,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    durable: bool = False,
 ) -> None:
     """Write ``data`` to ``url`` so that readers see the old or the new file, never a part.
 

@@ -38,8 +38,16 @@ from itslive_dask.io.urls import local_path, source_str, url_to_fs
 
 __all__ = [
     "H5Reader",
-    "h5_file", "h5_problem", "open_h5", "read_granule_info", "read_grid", "read_info", "read_raw", "read_window",
-    "variable_attrs"]
+    "h5_file",
+    "h5_problem",
+    "open_h5",
+    "read_granule_info",
+    "read_grid",
+    "read_info",
+    "read_raw",
+    "read_window",
+    "variable_attrs",
+]
 
 _HEADER_BLOCK_SIZE = 64 * 1024  # block size of the cache used for remote header reads
 

@@ -114,9 +114,7 @@ def read_headers(
         return infos, []
     with Reporter(progress, len(urls), "reading headers") as rep:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(urls))) as pool:
-            futures = {
-                pool.submit(read_granule_info, u, storage_options, policy): u for u in urls
-            }
+            futures = {pool.submit(read_granule_info, u, storage_options, policy): u for u in urls}
             for fut in as_completed(futures):
                 url = futures[fut]
                 try:

@@ -452,9 +452,7 @@ def _unshuffle(data: Any, itemsize: int) -> Any:
 def _active_filters(var: VariableIndex, filter_mask: int) -> list[int]:
     """Filter ids applied to a chunk, in decoding order (the last applied first)."""
     return [
-        var.filters[i][0]
-        for i in range(len(var.filters) - 1, -1, -1)
-        if not filter_mask & (1 << i)
+        var.filters[i][0] for i in range(len(var.filters) - 1, -1, -1) if not filter_mask & (1 << i)
     ]
 
 
@@ -510,7 +508,9 @@ def decode_chunk(
     return whole if rows is None else whole[..., a:b, :]
 
 
-def _unshuffle_rows(data: Any, var: VariableIndex, dtype: np.dtype, rows: tuple[int, int]) -> np.ndarray:
+def _unshuffle_rows(
+    data: Any, var: VariableIndex, dtype: np.dtype, rows: tuple[int, int]
+) -> np.ndarray:
     """Rows ``a:b`` of a chunk whose decoded bytes ``data`` are still shuffled."""
     chunks, size = var.chunks, dtype.itemsize
     n = math.prod(chunks)  # elements
@@ -706,7 +706,9 @@ def read_window_ranged(
     return out
 
 
-def _chunk_rows(bounds: list[tuple[int, int]], var: VariableIndex, ref: ChunkRef) -> tuple[int, int]:
+def _chunk_rows(
+    bounds: list[tuple[int, int]], var: VariableIndex, ref: ChunkRef
+) -> tuple[int, int]:
     """The rows of chunk ``ref`` (counted from its first row) inside the window ``bounds``."""
     (r0, r1) = bounds[-2]
     o_r, height = ref.origin[-2], var.chunks[-2]
@@ -829,7 +831,8 @@ class RangeFile:
             actual = int(self.fs.size(self.path))
             if actual < end:
                 return GranuleError(
-                    self.path, f"truncated: the object has {actual} bytes, its HDF5 superblock says {self.size}"
+                    self.path,
+                    f"truncated: the object has {actual} bytes, its HDF5 superblock says {self.size}",
                 )
         # a cut connection, not a bad file: transient (retried)
         return OSError(f"short read of bytes {start}-{end}: {got} B")

@@ -24,7 +24,13 @@ import numpy as np
 from itslive_dask.granule.info import GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy
 
-__all__ = ["GranuleReader", "HeaderRecords", "ReaderFactory", "default_reader", "whole_object_reader"]
+__all__ = [
+    "GranuleReader",
+    "HeaderRecords",
+    "ReaderFactory",
+    "default_reader",
+    "whole_object_reader",
+]
 
 
 @runtime_checkable

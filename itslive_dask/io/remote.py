@@ -38,7 +38,9 @@ __all__ = ["CHUNK_CACHE_BYTES", "HEADER_CACHE", "LocalReader", "RangedReader", "
 
 #: (session, url, variables or None) -> (header, ChunkIndex): each header is read once per
 #: build and process (None: the whole header, else the light one of those variables).
-HEADER_CACHE: LRU[tuple[GranuleInfo | GranuleGrid, ChunkIndex]] = LRU(maxsize=4096, maxbytes=512 * 2**20)
+HEADER_CACHE: LRU[tuple[GranuleInfo | GranuleGrid, ChunkIndex]] = LRU(
+    maxsize=4096, maxbytes=512 * 2**20
+)
 #: Decoded chunks kept per worker process (the row chunks of the granules a time block reads).
 CHUNK_CACHE_BYTES = 320 * 2**20
 
@@ -151,7 +153,9 @@ class RangedReader:
         self._names: tuple[str, ...] | None = None
         self._info: GranuleInfo | GranuleGrid | None = None
 
-    def _read_header(self, names: tuple[str, ...] | None) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
+    def _read_header(
+        self, names: tuple[str, ...] | None
+    ) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
         src = redact_url(self.url)
 
         def read() -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
@@ -206,7 +210,11 @@ class RangedReader:
         keep (:meth:`adopt` takes it back without a request); None before a light header."""
         if not isinstance(self._info, GranuleGrid) or self._index is None:
             return None
-        return {"grid": self._info.to_dict(), "index": self._index.to_dict(), "asked": list(self._names or ())}
+        return {
+            "grid": self._info.to_dict(),
+            "index": self._index.to_dict(),
+            "asked": list(self._names or ()),
+        }
 
     def adopt(self, record: Mapping[str, Any], names: Sequence[str]) -> GranuleGrid | None:
         """Use a header kept by an earlier read (:meth:`record`) instead of reading it:
@@ -219,7 +227,9 @@ class RangedReader:
                 index = ChunkIndex.from_dict(record["index"])
             except (KeyError, TypeError, ValueError, InvalidInputError):
                 return None
-            if not set(key) <= set(record.get("asked", ())) or set(grid.variables) != set(index.names):
+            if not set(key) <= set(record.get("asked", ())) or set(grid.variables) != set(
+                index.names
+            ):
                 return None
             cached = HEADER_CACHE.get((self.session, self.url, key), lambda: (grid, index))
         info, index = cached
@@ -313,7 +323,9 @@ class LocalReader(RangedReader):
             self._h5 = H5Reader(self.url, None, self.policy, None)
         return self._h5
 
-    def _read_header(self, names: tuple[str, ...] | None) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
+    def _read_header(
+        self, names: tuple[str, ...] | None
+    ) -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
         """The header and chunk index through HDF5's own file driver (no Python read
         callbacks: 1.3 against 2.0 ms per realistic granule)."""
         src = redact_url(self.url)

@@ -206,7 +206,8 @@ class BuildManager:
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise FieldError(
-                "name", "name: 1-64 letters, digits, '-' or '_' (it names <output root>/<name>.zarr)"
+                "name",
+                "name: 1-64 letters, digits, '-' or '_' (it names <output root>/<name>.zarr)",
             )
         store = self.root / f"{name}.zarr"
         if store.exists() or any(b.name == name and b.state in ("queued", "running")
@@ -319,9 +320,7 @@ class BuildManager:
             self.builds[build.id] = build
         self._queue.put(build)
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._loop, name="itslive-builds", daemon=True
-            )
+            self._thread = threading.Thread(target=self._loop, name="itslive-builds", daemon=True)
             self._thread.start()
         return build
 

@@ -110,7 +110,9 @@ class GuardMiddleware:
             if not started:
                 await reply(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
         except Exception:
-            logger.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            logger.exception(
+                "unexpected error answering %s %s", scope.get("method"), scope.get("path")
+            )
             if completed:  # an inner handler already answered (500): keep the connection
                 return
             if started:  # half a response went out: only closing the connection is honest

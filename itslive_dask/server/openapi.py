@@ -153,9 +153,7 @@ def _service_doc(doc: dict[str, Any]) -> str:
     rows = []
     for path, ops in doc.get("paths", {}).items():
         for method, op in ops.items():
-            params = ", ".join(
-                f"<code>{esc(p['name'])}</code>" for p in op.get("parameters", [])
-            )
+            params = ", ".join(f"<code>{esc(p['name'])}</code>" for p in op.get("parameters", []))
             if "requestBody" in op:
                 params += (", " if params else "") + "JSON body"
             summary = esc(op.get("summary") or "")

@@ -183,9 +183,7 @@ def _parse_intersects(value: Any) -> list[shapely.Geometry] | None:
         raise BadRequest(str(exc)) from None
 
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _rfc3339(text: str, what: str) -> str:
@@ -458,14 +456,26 @@ def stac_router(state: CatalogState, *, title: str = "itslive_dask local search"
             "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
             "summaries": {"proj:code": codes},
             "links": [
-                {"rel": "self", "href": f"{base}/collections/{cid}", "type": _JSON,
-                 "title": "This collection"},
+                {
+                    "rel": "self",
+                    "href": f"{base}/collections/{cid}",
+                    "type": _JSON,
+                    "title": "This collection",
+                },
                 {"rel": "root", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
                 {"rel": "parent", "href": f"{base}/", "type": _JSON, "title": "Landing page"},
-                {"rel": "items", "href": f"{base}/collections/{cid}/items", "type": _GEOJSON,
-                 "title": "Granules"},
-                {"rel": _QUERYABLES_REL, "href": f"{base}/collections/{cid}/queryables",
-                 "type": "application/schema+json", "title": "Queryables"},
+                {
+                    "rel": "items",
+                    "href": f"{base}/collections/{cid}/items",
+                    "type": _GEOJSON,
+                    "title": "Granules",
+                },
+                {
+                    "rel": _QUERYABLES_REL,
+                    "href": f"{base}/collections/{cid}/queryables",
+                    "type": "application/schema+json",
+                    "title": "Queryables",
+                },
             ],
         }
 

@@ -153,11 +153,15 @@ def keep_rows(target: StoreTarget, table: Any, token: str) -> None:
     from itslive_dask.table import COLUMNS
 
     try:
-        rows = gpd.GeoDataFrame(table[[*COLUMNS, "geometry"]].copy(), geometry="geometry", crs=table.crs)
+        rows = gpd.GeoDataFrame(
+            table[[*COLUMNS, "geometry"]].copy(), geometry="geometry", crs=table.crs
+        )
         rows["url"] = [redact_url(str(u)) for u in rows["url"]]
         buf = io.BytesIO()
         rows.to_parquet(buf, index=False)
-        put_atomic(target.join(STATE, GRANULES, f"{token}.parquet"), buf.getvalue(), target.storage_options)
+        put_atomic(
+            target.join(STATE, GRANULES, f"{token}.parquet"), buf.getvalue(), target.storage_options
+        )
     except Exception as exc:
         log.info("granule rows not kept (%s)", type(exc).__name__)
 

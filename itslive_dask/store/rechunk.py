@@ -82,14 +82,23 @@ def rechunk_cube(
     out = ds.copy()
     # the copy is not a build target: drop the build state so write_cube refuses to resume it
     out.attrs = {k: v for k, v in ds.attrs.items() if k != "itslive_dask"}
-    out.attrs["layout"] = f"time-series chunks {target['mid_date']}x{target['y']}x{target['x']}, rechunked from {redact_url(source)}"
-    marker = {"source": redact_url(source), "chunks": [target["mid_date"], target["y"], target["x"]]}
+    out.attrs["layout"] = (
+        f"time-series chunks {target['mid_date']}x{target['y']}x{target['x']}, rechunked from {redact_url(source)}"
+    )
+    marker = {
+        "source": redact_url(source),
+        "chunks": [target["mid_date"], target["y"], target["x"]],
+    }
     # written with the template, set to complete only once every chunk is written: a
     # killed copy is readable but says it is incomplete
     out.attrs[TIMESERIES_ATTR] = json.dumps(dict(marker, complete=False))
     for v in data_vars:
         out[v] = ds[v].chunk(target)
-        out[v].encoding = {k: val for k, val in ds[v].encoding.items() if k in ("compressors", "_FillValue", "dtype")}
+        out[v].encoding = {
+            k: val
+            for k, val in ds[v].encoding.items()
+            if k in ("compressors", "_FillValue", "dtype")
+        }
         out[v].encoding["chunks"] = (target["mid_date"], target["y"], target["x"])
     for c in out.coords:
         out[c].encoding.pop("chunks", None)
@@ -102,18 +111,26 @@ def rechunk_cube(
     log.info("rechunking %s -> %s to %s with the %s method", source, dest, target, method)
     dest_target = resolve_target(dest, dest_options)
     # one writer at a time: the copy holds the destination's lease (kept by the clearing)
-    with hold_lease(dest_target, "rechunk_cube"), dask.config.set(
-        {"array.rechunk.method": method}
-    ), warnings.catch_warnings():
+    with (
+        hold_lease(dest_target, "rechunk_cube"),
+        dask.config.set({"array.rechunk.method": method}),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         if exists(dest_target):
             if not overwrite:
-                raise StoreError(f"{redact_url(dest)} already exists; pass overwrite=True to replace it")
+                raise StoreError(
+                    f"{redact_url(dest)} already exists; pass overwrite=True to replace it"
+                )
             clear_store(dest_target)
         # the destination holds at most the lease now: "a" creates the store around it
         write = out.to_zarr(
-            dest, mode="a", compute=False, consolidated=True,
-            zarr_format=zarr_format, **storage_kwargs(dest, dest_options),
+            dest,
+            mode="a",
+            compute=False,
+            consolidated=True,
+            zarr_format=zarr_format,
+            **storage_kwargs(dest, dest_options),
         )
         if client is not None:
             client.compute(write).result()

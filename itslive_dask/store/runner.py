@@ -47,17 +47,28 @@ __all__ = [
 
 
 def run_plan(
-    client: Any, plan: CubePlan, target: StoreTarget, storage_options: Any, retries: int, progress: Any,
-    *, retry_budget: float = DEFAULT_RETRY_BUDGET,
+    client: Any,
+    plan: CubePlan,
+    target: StoreTarget,
+    storage_options: Any,
+    retries: int,
+    progress: Any,
+    *,
+    retry_budget: float = DEFAULT_RETRY_BUDGET,
 ) -> dict[str, Any]:
     """Compute and write the blocks of ``plan`` not done yet; counts of what happened.
     ``retries`` and ``retry_budget`` (seconds) bound the attempts of each granule."""
     from distributed import as_completed
 
     cfg = BlockConfig(
-        grid=plan.grid, variables=plan.variables, resampling=plan.resampling,
-        region_wkb=shapely.to_wkb(plan.region), storage_options=dict(storage_options or {}), retries=retries,
-        budget=retry_budget, session=uuid.uuid4().hex,
+        grid=plan.grid,
+        variables=plan.variables,
+        resampling=plan.resampling,
+        region_wkb=shapely.to_wkb(plan.region),
+        storage_options=dict(storage_options or {}),
+        retries=retries,
+        budget=retry_budget,
+        session=uuid.uuid4().hex,
         headers=StoreHeaders(target, list_header_keys(target)),
     )
     markers = list_markers(target)
@@ -76,7 +87,13 @@ def run_plan(
         else:
             n_skipped += 1
     total = len(blocks)
-    stats: dict[str, Any] = {"total": total, "written": 0, "skipped": n_skipped, "read": set(), "peak_rss": 0}
+    stats: dict[str, Any] = {
+        "total": total,
+        "written": 0,
+        "skipped": n_skipped,
+        "read": set(),
+        "peak_rss": 0,
+    }
     if progress:
         progress(n_skipped, total)
     if not todo:
@@ -92,7 +109,10 @@ def run_plan(
     split = granule_split([b for b, *_ in todo], workers)
     log.info(
         "running %d blocks of %d time blocks on %d workers (%d time blocks split by granule)",
-        len(todo), len({b[0] for b, *_ in todo}), len(workers), len(split),
+        len(todo),
+        len({b[0] for b, *_ in todo}),
+        len(workers),
+        len(split),
     )
 
     def shares(refs) -> bool:
@@ -106,9 +126,18 @@ def run_plan(
         if len(parts) > 1:
             part_futures = [
                 client.submit(
-                    read_part_task, cfg_future, part_refs, positions, rows, cols, shares(part_refs),
-                    key=f"itslive-read-{name}-{k}-{token}", retries=0, pure=False,
-                    workers=[worker], allow_other_workers=True,
+                    read_part_task,
+                    cfg_future,
+                    part_refs,
+                    positions,
+                    rows,
+                    cols,
+                    shares(part_refs),
+                    key=f"itslive-read-{name}-{k}-{token}",
+                    retries=0,
+                    pure=False,
+                    workers=[worker],
+                    allow_other_workers=True,
                 )
                 for k, (worker, positions, part_refs) in enumerate(parts)
             ]
@@ -117,17 +146,38 @@ def run_plan(
             # of 1.03x at 180 km: shares were stolen)
             futures.append(
                 client.submit(
-                    write_parts_task, cfg_future, part_futures, t_range, rows, cols, target, name,
-                    key=f"itslive-write-{name}-{token}", retries=0, pure=False,
+                    write_parts_task,
+                    cfg_future,
+                    part_futures,
+                    t_range,
+                    rows,
+                    cols,
+                    target,
+                    name,
+                    key=f"itslive-write-{name}-{token}",
+                    retries=0,
+                    pure=False,
                 )
             )
             continue
         where = placement.get(block)
         futures.append(
             client.submit(
-                write_block_task, cfg_future, refs, t_range, rows, cols, target, name, previous,
-                shares(refs), key=f"itslive-write-{name}-{token}", retries=0, pure=False,
-                workers=where, allow_other_workers=where is not None,
+                write_block_task,
+                cfg_future,
+                refs,
+                t_range,
+                rows,
+                cols,
+                target,
+                name,
+                previous,
+                shares(refs),
+                key=f"itslive-write-{name}-{token}",
+                retries=0,
+                pure=False,
+                workers=where,
+                allow_other_workers=where is not None,
             )
         )
     finished = n_skipped
@@ -200,9 +250,7 @@ def slab_placement(
     return {b: [slab_worker[b[0]]] for b in blocks}
 
 
-def granule_split(
-    blocks: list[tuple[int, int, int]], workers: list[str]
-) -> dict[int, list[str]]:
+def granule_split(blocks: list[tuple[int, int, int]], workers: list[str]) -> dict[int, list[str]]:
     """Among which workers each time block's granules are split, when there are fewer time
     blocks than workers (else nothing is split: :func:`slab_placement` keeps each time block
     on one worker).
@@ -230,7 +278,9 @@ def granule_split(
     return {t: workers[i * k : (i + 1) * k] for i, t in enumerate(slabs)}
 
 
-def _parts(refs, t_range: tuple[int, int], workers: list[str]) -> list[tuple[str, tuple[int, int], tuple]]:
+def _parts(
+    refs, t_range: tuple[int, int], workers: list[str]
+) -> list[tuple[str, tuple[int, int], tuple]]:
     """A block's granules cut by layer position into one run per worker (the same cut for
     every tile of the time block): ``[(worker, (first, stop) positions, refs)]``, empty
     parts left out."""
@@ -282,7 +332,9 @@ def read_part_task(
     return positions, out, report
 
 
-def write_parts_task(cfg: BlockConfig, parts, t_range, rows, cols, target: StoreTarget, marker: str) -> dict[str, Any]:
+def write_parts_task(
+    cfg: BlockConfig, parts, t_range, rows, cols, target: StoreTarget, marker: str
+) -> dict[str, Any]:
     """Worker side: join the parts of one block read by :func:`read_part_task`, write the
     block into its region, then its marker."""
     nt = t_range[1] - t_range[0]
@@ -297,7 +349,15 @@ def write_parts_task(cfg: BlockConfig, parts, t_range, rows, cols, target: Store
 
 
 def write_block_task(
-    cfg: BlockConfig, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous, shared: bool = True
+    cfg: BlockConfig,
+    refs,
+    t_range,
+    rows,
+    cols,
+    target: StoreTarget,
+    marker: str,
+    previous,
+    shared: bool = True,
 ) -> dict[str, Any]:
     """Worker side: compute one block, write it into its region, then write its marker.
     ``shared``: other blocks read some of these granules (keep their decoded chunks)."""
@@ -307,7 +367,18 @@ def write_block_task(
     return _write_block(cfg, out, report, refs, t_range, rows, cols, target, marker, previous)
 
 
-def _write_block(cfg: BlockConfig, out, report: BlockReport, refs, t_range, rows, cols, target: StoreTarget, marker: str, previous) -> dict[str, Any]:
+def _write_block(
+    cfg: BlockConfig,
+    out,
+    report: BlockReport,
+    refs,
+    t_range,
+    rows,
+    cols,
+    target: StoreTarget,
+    marker: str,
+    previous,
+) -> dict[str, Any]:
     """Write a computed block into its Zarr region (all layers, or with ``previous`` only the
     layers of ``refs``: a retry of failed granules), then the block's marker."""
     group = _open_group_cached(target)
@@ -320,13 +391,13 @@ def _write_block(cfg: BlockConfig, out, report: BlockReport, refs, t_range, rows
     ys, xs = slice(*rows), slice(*cols)
     if previous is None:
         for k, v in enumerate(cfg.variables):
-            group[v][t_range[0]: t_range[1], ys, xs] = _stored(group[v], out[k])
+            group[v][t_range[0] : t_range[1], ys, xs] = _stored(group[v], out[k])
         read = report.read
     else:  # retry of failed granules: write only their layers
         for pos, _ in refs:
             t = t_range[0] + pos
             for k, v in enumerate(cfg.variables):
-                group[v][t: t + 1, ys, xs] = _stored(group[v], out[k, pos: pos + 1])
+                group[v][t : t + 1, ys, xs] = _stored(group[v], out[k, pos : pos + 1])
         read = sorted(set(previous.get("read", [])) | set(report.read))
     content = {"read": read, "failed": report.failed}
     put_json(target, (STATE, "blocks", marker), content)

@@ -21,7 +21,13 @@ from itslive_dask.store.state import ATTR, open_store
 from itslive_dask.store.target import StoreTarget, resolve_target
 from itslive_dask.types import StorageOptions
 
-__all__ = ["DATACUBE_SCHEMA", "PROJECTION_SCHEMA", "ZARR_MEDIA_TYPE", "cube_stac_item", "write_stac_item"]
+__all__ = [
+    "DATACUBE_SCHEMA",
+    "PROJECTION_SCHEMA",
+    "ZARR_MEDIA_TYPE",
+    "cube_stac_item",
+    "write_stac_item",
+]
 
 STAC_VERSION = "1.1.0"
 DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
@@ -81,18 +87,37 @@ def cube_stac_item(
     epsg = crs.to_epsg() if crs is not None else None
     # outline of the extent in lon/lat, densified (edges are curves in lon/lat)
     n = 21
-    ex = np.concatenate([np.linspace(x0, x1, n), np.full(n, x1), np.linspace(x1, x0, n), np.full(n, x0)])
-    ey = np.concatenate([np.full(n, y0), np.linspace(y0, y1, n), np.full(n, y1), np.linspace(y1, y0, n)])
-    lon, lat = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True).transform(ex, ey)
+    ex = np.concatenate(
+        [np.linspace(x0, x1, n), np.full(n, x1), np.linspace(x1, x0, n), np.full(n, x0)]
+    )
+    ey = np.concatenate(
+        [np.full(n, y0), np.linspace(y0, y1, n), np.full(n, y1), np.linspace(y1, y0, n)]
+    )
+    lon, lat = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True).transform(
+        ex, ey
+    )
     ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat, strict=True)]
     ring = [p for k, p in enumerate(ring) if k == 0 or p != ring[k - 1]]
     if ring[0] != ring[-1]:
         ring.append(ring[0])
-    bbox = [min(p[0] for p in ring), min(p[1] for p in ring), max(p[0] for p in ring), max(p[1] for p in ring)]
+    bbox = [
+        min(p[0] for p in ring),
+        min(p[1] for p in ring),
+        max(p[0] for p in ring),
+        max(p[1] for p in ring),
+    ]
 
     md = pd.DatetimeIndex(ds["mid_date"].values)
-    start = pd.DatetimeIndex(ds["acquisition_date_img1"].values).min() if "acquisition_date_img1" in ds else md.min()
-    end = pd.DatetimeIndex(ds["acquisition_date_img2"].values).max() if "acquisition_date_img2" in ds else md.max()
+    start = (
+        pd.DatetimeIndex(ds["acquisition_date_img1"].values).min()
+        if "acquisition_date_img1" in ds
+        else md.min()
+    )
+    end = (
+        pd.DatetimeIndex(ds["acquisition_date_img2"].values).max()
+        if "acquisition_date_img2" in ds
+        else md.max()
+    )
 
     ref = epsg if epsg is not None else crs.to_wkt()
     dims: dict[str, Any] = {
@@ -101,10 +126,22 @@ def cube_stac_item(
             "description": ds["mid_date"].attrs.get("long_name", "mid_date"),
             "extent": [_iso(md.min()), _iso(md.max())],
         },
-        "x": {"type": "spatial", "axis": "x", "extent": [x0, x1], "step": res, "reference_system": ref,
-              "description": ds["x"].attrs.get("long_name", "x")},
-        "y": {"type": "spatial", "axis": "y", "extent": [y0, y1], "step": -res, "reference_system": ref,
-              "description": ds["y"].attrs.get("long_name", "y")},
+        "x": {
+            "type": "spatial",
+            "axis": "x",
+            "extent": [x0, x1],
+            "step": res,
+            "reference_system": ref,
+            "description": ds["x"].attrs.get("long_name", "x"),
+        },
+        "y": {
+            "type": "spatial",
+            "axis": "y",
+            "extent": [y0, y1],
+            "step": -res,
+            "reference_system": ref,
+            "description": ds["y"].attrs.get("long_name", "y"),
+        },
     }
     variables: dict[str, Any] = {}
     for name, var in ds.variables.items():
@@ -124,7 +161,9 @@ def cube_stac_item(
     state = ds.attrs.get(ATTR)
     encoding = "float32"
     if state:
-        encoding = (json.loads(state) if isinstance(state, str) else state).get("velocity_encoding", "float32")
+        encoding = (json.loads(state) if isinstance(state, str) else state).get(
+            "velocity_encoding", "float32"
+        )
     name = posixpath.basename(target.url.rstrip("/"))
     props: dict[str, Any] = {
         "datetime": None,

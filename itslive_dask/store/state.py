@@ -128,7 +128,12 @@ def state_from_plan(plan: CubePlan, *, velocity_encoding: str = "float32") -> di
 
 
 def generation(plan: CubePlan) -> dict[str, Any]:
-    return {"t_offset": plan.t_offset, "n_layers": plan.n_layers, "token": plan.token, "complete": False}
+    return {
+        "t_offset": plan.t_offset,
+        "n_layers": plan.n_layers,
+        "token": plan.token,
+        "complete": False,
+    }
 
 
 def require_state(target: StoreTarget) -> dict[str, Any]:
@@ -209,7 +214,9 @@ def list_markers(target: StoreTarget) -> dict[str, dict[str, Any]]:
 def finalize(target: StoreTarget) -> list[dict[str, Any]]:
     """Collect failures from the markers and flag the failed layers in ``granule_status``."""
     markers = list_markers(target)
-    failed = [dict(f, block=name[:-5]) for name, m in sorted(markers.items()) for f in m.get("failed", [])]
+    failed = [
+        dict(f, block=name[:-5]) for name, m in sorted(markers.items()) for f in m.get("failed", [])
+    ]
     ids = np.array(existing_ids(target), dtype=object)
     status = np.zeros(ids.size, dtype="int64")
     status[np.isin(ids, [f["granule_id"] for f in failed])] = 1
@@ -246,7 +253,9 @@ def is_itslive_store(store: str | StoreTarget, store_options: dict | None = None
     except Exception:  # no store, not a Zarr group, unreachable: not one of ours
         return False
     # copies made before TIMESERIES_ATTR existed are known by their title
-    return ATTR in attrs or TIMESERIES_ATTR in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
+    return (
+        ATTR in attrs or TIMESERIES_ATTR in attrs or "(itslive_dask)" in str(attrs.get("title", ""))
+    )
 
 
 def timeseries_copy_incomplete(target: StoreTarget) -> bool:
@@ -344,7 +353,10 @@ def describe_build(store: str | StoreTarget, store_options: dict | None = None) 
     if copy is not None and not out["timeseries_complete"]:
         text += "; the time-series copy is INCOMPLETE (rebuild it)"
     out.update(
-        generations=len(gens), complete=done, chunks=state.get("chunks"), text=text,
+        generations=len(gens),
+        complete=done,
+        chunks=state.get("chunks"),
+        text=text,
         velocity_encoding=state.get("velocity_encoding", "float32"),
     )
     out["ledger"] = read_ledger(target.url, target.storage_options)

@@ -81,7 +81,9 @@ class StoreTarget:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return zarr.open_group(self.url, mode=mode, use_consolidated=False, **self.zarr_kwargs())
+            return zarr.open_group(
+                self.url, mode=mode, use_consolidated=False, **self.zarr_kwargs()
+            )
 
 
 def resolve_target(
@@ -145,7 +147,9 @@ def check_bucket(target: StoreTarget) -> None:
     except FileNotFoundError as exc:
         raise StoreError(
             storage_error_message(
-                target, "checking the output store", FileNotFoundError(f"The specified bucket does not exist ({exc})"),
+                target,
+                "checking the output store",
+                FileNotFoundError(f"The specified bucket does not exist ({exc})"),
                 nothing_written=True,
             )
         ) from None
@@ -213,8 +217,9 @@ def storage_error_message(
     codes = _errnos(exc)
     text = f"{detail}".lower()
     then = (
-        "nothing was written" if nothing_written else
-        "the blocks written so far are kept: run again with mode='resume' and the same granules"
+        "nothing was written"
+        if nothing_written
+        else "the blocks written so far are kept: run again with mode='resume' and the same granules"
     )
     full = sorted(_FULL[c] for c in codes if c in _FULL)
     if full or "no space left" in text or "file too large" in text or "quota" in text:
@@ -222,11 +227,18 @@ def storage_error_message(
         return (
             f"{what} in {where} failed: the disk is full ({name}: {detail}). Free space (or "
             "raise the quota), then "
-            + ("run again (nothing was written)" if nothing_written else
-               "run again with mode='resume' and the same granules (the blocks written so far "
-               "are kept)")
+            + (
+                "run again (nothing was written)"
+                if nothing_written
+                else "run again with mode='resume' and the same granules (the blocks written so far "
+                "are kept)"
+            )
         )
-    if codes & {errno.EACCES, errno.EPERM} or isinstance(exc, PermissionError) or "access denied" in text:
+    if (
+        codes & {errno.EACCES, errno.EPERM}
+        or isinstance(exc, PermissionError)
+        or "access denied" in text
+    ):
         return (
             f"{what} in {where} failed: permission denied ({detail}). Choose a store you may "
             f"write to, or fix its permissions or credentials; {then}"
@@ -236,7 +248,9 @@ def storage_error_message(
             f"{what} in {where} failed: the file system is read-only ({detail}). Choose "
             f"another store; {then}"
         )
-    if is_remote(target.url) and ("bucket" in text and ("not exist" in text or "nosuchbucket" in text)):
+    if is_remote(target.url) and (
+        "bucket" in text and ("not exist" in text or "nosuchbucket" in text)
+    ):
         bucket = target.url.split("://", 1)[1].split("/", 1)[0]
         return (
             f"the bucket {bucket!r} of {where} does not exist (or these credentials cannot see "
@@ -264,4 +278,8 @@ def remove_leftovers(target: StoreTarget) -> None:
 
 def put_json(target: StoreTarget, parts: tuple[str, ...], content: Any) -> None:
     """Write ``content`` as JSON at ``parts`` inside the store, atomically."""
-    put_atomic(target.join(*parts), json.dumps(content, indent=1, default=str).encode(), target.storage_options)
+    put_atomic(
+        target.join(*parts),
+        json.dumps(content, indent=1, default=str).encode(),
+        target.storage_options,
+    )

@@ -63,7 +63,9 @@ def encode_int16(values: np.ndarray) -> np.ndarray:
     rounded float speed, not ``hypot`` of the rounded components.
     """
     a = np.asarray(values, dtype=np.float64)
-    out = np.clip(np.rint(np.nan_to_num(a, nan=0.0)), INT16_FILL + 1, np.iinfo(np.int16).max).astype(np.int16)
+    out = np.clip(
+        np.rint(np.nan_to_num(a, nan=0.0)), INT16_FILL + 1, np.iinfo(np.int16).max
+    ).astype(np.int16)
     out[np.isnan(a)] = INT16_FILL
     return out
 
@@ -75,10 +77,14 @@ def encode_int16(values: np.ndarray) -> np.ndarray:
 ZSTD_LEVEL = 1
 
 
-def encoding(plan: CubePlan, zarr_format: int, velocity_encoding: str = "float32") -> dict[str, dict[str, Any]]:
+def encoding(
+    plan: CubePlan, zarr_format: int, velocity_encoding: str = "float32"
+) -> dict[str, dict[str, Any]]:
     """The ``encoding=`` of the template's ``to_zarr``: chunks, compressor, fill values, dtype."""
     if velocity_encoding not in VELOCITY_ENCODINGS:
-        raise InvalidInputError(f"unknown velocity_encoding {velocity_encoding!r}; use one of {', '.join(VELOCITY_ENCODINGS)}")
+        raise InvalidInputError(
+            f"unknown velocity_encoding {velocity_encoding!r}; use one of {', '.join(VELOCITY_ENCODINGS)}"
+        )
     if zarr_format == 3:
         from zarr.codecs import BloscCodec
 
@@ -90,7 +96,12 @@ def encoding(plan: CubePlan, zarr_format: int, velocity_encoding: str = "float32
     enc: dict[str, dict[str, Any]] = {}
     for v in plan.variables:
         if velocity_encoding == "int16" and v in INT16_VARIABLES:
-            enc[v] = {"chunks": plan.chunks, "dtype": "int16", "_FillValue": np.int16(INT16_FILL), **comp}
+            enc[v] = {
+                "chunks": plan.chunks,
+                "dtype": "int16",
+                "_FillValue": np.int16(INT16_FILL),
+                **comp,
+            }
             if zarr_format == 3:  # Zarr's own fill value too: chunks never written read as no data
                 enc[v]["fill_value"] = INT16_FILL
         else:
@@ -108,8 +119,11 @@ def template_dataset(plan: CubePlan) -> xr.Dataset:
         granule_status=(
             "mid_date",
             np.zeros(plan.n_layers, dtype="int64"),
-            {"long_name": "whether the layer's granule was read", "flag_values": np.array([0, 1], dtype="int64"),
-             "flag_meanings": "read failed"},
+            {
+                "long_name": "whether the layer's granule was read",
+                "flag_values": np.array([0, 1], dtype="int64"),
+                "flag_meanings": "read failed",
+            },
         )
     )
     for v in plan.variables:  # explicit attribute: the encoding= of to_zarr would drop it
@@ -122,7 +136,12 @@ def template_dataset(plan: CubePlan) -> xr.Dataset:
 
 
 def write_template(
-    plan: CubePlan, target: StoreTarget, *, zarr_format: int, overwrite: bool, velocity_encoding: str = "float32"
+    plan: CubePlan,
+    target: StoreTarget,
+    *,
+    zarr_format: int,
+    overwrite: bool,
+    velocity_encoding: str = "float32",
 ) -> None:
     """Write the template of a new cube (replacing the store when ``overwrite``).
 
@@ -156,17 +175,28 @@ def write_template(
             # zarr.json in format 3): a build killed after it leaves a store that resume
             # recognises, never a bare group that neither resume nor overwrite may touch
             zarr.open_group(
-                target.url, mode=create, zarr_format=2 if zarr_format == 2 else 3, attributes={PENDING: ds.attrs[PENDING]},
+                target.url,
+                mode=create,
+                zarr_format=2 if zarr_format == 2 else 3,
+                attributes={PENDING: ds.attrs[PENDING]},
                 **target.zarr_kwargs(),
             )
             ds.to_zarr(
-                target.url, mode="a", compute=False, consolidated=True, zarr_format=zarr_format,
-                encoding=enc, **target.zarr_kwargs(),
+                target.url,
+                mode="a",
+                compute=False,
+                consolidated=True,
+                zarr_format=zarr_format,
+                encoding=enc,
+                **target.zarr_kwargs(),
             )
 
             root = zarr.open_group(target.url, mode="r+", **target.zarr_kwargs())
             if STATE not in root:
-                root.create_group(STATE, attributes={"description": "itslive_dask build state (block markers, ledger)"})
+                root.create_group(
+                    STATE,
+                    attributes={"description": "itslive_dask build state (block markers, ledger)"},
+                )
         check_alignment(target, plan)
         write_state(target, state)
     except StoreError:
@@ -194,7 +224,14 @@ def append_template(plan: CubePlan, target: StoreTarget) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds.to_zarr(target.url, mode="a", append_dim="mid_date", compute=False, consolidated=True, **target.zarr_kwargs())
+            ds.to_zarr(
+                target.url,
+                mode="a",
+                append_dim="mid_date",
+                compute=False,
+                consolidated=True,
+                **target.zarr_kwargs(),
+            )
     except Exception as exc:
         raise StoreError(
             f"appending to the template of {display(target)} failed ({type(exc).__name__}: {exc}); "
@@ -229,7 +266,11 @@ def undo_interrupted_append(target: StoreTarget, state: dict[str, Any]) -> list[
     root = target.open_root("r+")
     cut = []
     for name, arr in root.arrays():
-        dims = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS") or ()
+        dims = (
+            getattr(arr.metadata, "dimension_names", None)
+            or arr.attrs.get("_ARRAY_DIMENSIONS")
+            or ()
+        )
         if not dims or dims[0] != "mid_date" or arr.shape[0] == n:
             continue
         if arr.shape[0] < n:
@@ -256,10 +297,14 @@ def check_alignment(target: StoreTarget, plan: CubePlan) -> None:
         if not isinstance(arr, zarr.Array):
             raise StoreError(f"{display(target)}: {v} is not an array")
         if tuple(arr.chunks) != tuple(plan.chunks):
-            raise StoreError(f"{display(target)}: Zarr chunks {arr.chunks} of {v} differ from the blocks {plan.chunks}")
+            raise StoreError(
+                f"{display(target)}: Zarr chunks {arr.chunks} of {v} differ from the blocks {plan.chunks}"
+            )
     t = plan.chunks[0]
     for block in plan.block_ids():
         ts = plan.block_slices(block)[0]
         # a block may start mid-chunk only where the cube's previous layers end (append)
-        if (ts.start % t and ts.start != plan.t_offset) or (ts.stop % t and ts.stop != plan.t_offset + plan.n_layers):
+        if (ts.start % t and ts.start != plan.t_offset) or (
+            ts.stop % t and ts.stop != plan.t_offset + plan.n_layers
+        ):
             raise StoreError(f"block {block} is not aligned with the Zarr chunks along mid_date")

@@ -247,35 +247,77 @@ def write_cube(
     )  # fmt: skip
     if layout == "timeseries":
         return _write_timeseries(
-            source, store, spec=spec, store_options=store_options, mode=mode, client=client,
-            scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit, announce=announce, timeseries_chunks=timeseries_chunks,
-            storage_options=storage_options, zarr_format=zarr_format,
-            velocity_encoding=velocity_encoding, retries=retries, retry_budget=retry_budget,
+            source,
+            store,
+            spec=spec,
+            store_options=store_options,
+            mode=mode,
+            client=client,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            announce=announce,
+            timeseries_chunks=timeseries_chunks,
+            storage_options=storage_options,
+            zarr_format=zarr_format,
+            velocity_encoding=velocity_encoding,
+            retries=retries,
+            retry_budget=retry_budget,
             progress=progress,
         )
     if zarr_format not in (2, 3):
         raise InvalidInputError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     if velocity_encoding not in VELOCITY_ENCODINGS:
-        raise InvalidInputError(f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}")
+        raise InvalidInputError(
+            f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}"
+        )
     target = resolve_target(store, store_options)
     check_output(target, mode=mode)  # before anything is read: a clear error for a wrong mode
     # one build at a time: taken before anything is written, renewed, released on every exit
     with hold_lease(target, f"write_cube mode={mode}") as lease:
         return _build_map(
-            source, target, lease, spec=spec, storage_options=storage_options, mode=mode,
-            zarr_format=zarr_format, velocity_encoding=velocity_encoding, client=client,
-            scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit, retries=retries, policy=policy, progress=progress,
-            announce=announce, t_start=t_start,
+            source,
+            target,
+            lease,
+            spec=spec,
+            storage_options=storage_options,
+            mode=mode,
+            zarr_format=zarr_format,
+            velocity_encoding=velocity_encoding,
+            client=client,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            retries=retries,
+            policy=policy,
+            progress=progress,
+            announce=announce,
+            t_start=t_start,
         )
 
 
 def _build_map(
-    source: Any, target: StoreTarget, lease: LeaseHandle, *, spec: CubeSpec, storage_options: Any,
-    mode: str, zarr_format: int, velocity_encoding: str, client: Any, scheduler: str | None,
-    n_workers: int | None, threads_per_worker: int, memory_limit: Any, retries: int,
-    policy: RetryPolicy, progress: Any, announce: Any, t_start: float,
+    source: Any,
+    target: StoreTarget,
+    lease: LeaseHandle,
+    *,
+    spec: CubeSpec,
+    storage_options: Any,
+    mode: str,
+    zarr_format: int,
+    velocity_encoding: str,
+    client: Any,
+    scheduler: str | None,
+    n_workers: int | None,
+    threads_per_worker: int,
+    memory_limit: Any,
+    retries: int,
+    policy: RetryPolicy,
+    progress: Any,
+    announce: Any,
+    t_start: float,
 ) -> WriteResult:
     """The body of :func:`write_cube` for the map layout, run while holding the store's lease."""
     state = check_output(target, mode=mode)  # again: another build may have finished meanwhile
@@ -298,7 +340,9 @@ def _build_map(
         skipped += _dropped_rows(plan)
     else:
         if _is_cube(source):
-            raise InvalidInputError(f"mode={mode!r} takes granules (search result, URLs), not a cube")
+            raise InvalidInputError(
+                f"mode={mode!r} takes granules (search result, URLs), not a cube"
+            )
         table, unreadable = _resolve_with_kept(source, target, storage_options, policy)
         if mode == "resume" and state is not None and state.get("template_complete") is False:
             # the template was interrupted before the build state was written: no block
@@ -310,18 +354,34 @@ def _build_map(
     stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
-        client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit, announce=announce,
+        client,
+        scheduler=scheduler,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        announce=announce,
     ) as c:
         if mode in ("resume", "append"):
             remove_leftovers(target)
             if state is not None and state.get("template_complete") is not False:
-                cut = _store_step(target, "rolling back an interrupted append", undo_interrupted_append, target, state)
+                cut = _store_step(
+                    target,
+                    "rolling back an interrupted append",
+                    undo_interrupted_append,
+                    target,
+                    state,
+                )
                 if cut:
-                    log.info("rolled back the unrecorded layers of an interrupted append in %s", display(target))
+                    log.info(
+                        "rolled back the unrecorded layers of an interrupted append in %s",
+                        display(target),
+                    )
         if plan is not None:
             write_template(
-                plan, target, zarr_format=zarr_format, overwrite=(mode in ("overwrite", "resume")),
+                plan,
+                target,
+                zarr_format=zarr_format,
+                overwrite=(mode in ("overwrite", "resume")),
                 velocity_encoding=velocity_encoding,
             )
             if table is not None:
@@ -340,7 +400,12 @@ def _build_map(
             stats["peak_rss"] = max(stats["peak_rss"], one["peak_rss"])
             lease.check()  # never record a generation over another build's
             _store_step(
-                target, "recording the finished generation", mark_generation_complete, target, gen_plan, mode
+                target,
+                "recording the finished generation",
+                mark_generation_complete,
+                target,
+                gen_plan,
+                mode,
             )
     lease.check()
     # a granule whose header could not be read never reached a block: it is a failure too
@@ -411,7 +476,9 @@ def check_output(
             check_not_leased(target)  # a copy into it is running
             work = resolve_target(map_store_url(target.url), target.storage_options)
             if mode == "create" and exists(target):
-                raise StoreError(f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)")
+                raise StoreError(
+                    f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)"
+                )
             if mode == "overwrite" and exists(target) and not is_itslive_store(target):
                 raise StoreError(
                     f"refusing to overwrite {display(target)}: it is not a Zarr store "
@@ -430,7 +497,9 @@ def check_output(
             f"cannot check the output store {display(target)}: {type(exc).__name__}: {exc}"
         ) from None
     if mode == "create" and present:
-        raise StoreError(f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)")
+        raise StoreError(
+            f"{display(target)} already exists; use mode='resume', 'append' or 'overwrite' (--resume, --append, --overwrite in the CLI)"
+        )
     if mode == "overwrite" and state is None and present and not is_itslive_store(target):
         raise StoreError(
             f"refusing to overwrite {display(target)}: it is not a Zarr store written by itslive_dask "
@@ -454,8 +523,21 @@ def check_output(
     return state
 
 
-def _write_timeseries(source, store, *, store_options, mode, client, scheduler, n_workers,
-                      threads_per_worker, memory_limit, announce, timeseries_chunks, **kwargs) -> WriteResult:
+def _write_timeseries(
+    source,
+    store,
+    *,
+    store_options,
+    mode,
+    client,
+    scheduler,
+    n_workers,
+    threads_per_worker,
+    memory_limit,
+    announce,
+    timeseries_chunks,
+    **kwargs,
+) -> WriteResult:
     from itslive_dask.store.rechunk import TIMESERIES_CHUNKS, rechunk_cube
 
     final = resolve_target(store, store_options)
@@ -463,14 +545,28 @@ def _write_timeseries(source, store, *, store_options, mode, client, scheduler, 
     check_output(final, mode=mode, layout="timeseries")
     # the work store's lease is held through the build and the copy (rechunk_cube takes the
     # final store's)
-    with hold_lease(work, f"write_cube layout=timeseries mode={mode}"), dask_client(
-        client, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit, announce=announce,
-    ) as c:
-        res = write_cube(source, work.url, store_options=store_options, mode=mode, client=c, **kwargs)
+    with (
+        hold_lease(work, f"write_cube layout=timeseries mode={mode}"),
+        dask_client(
+            client,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            announce=announce,
+        ) as c,
+    ):
+        res = write_cube(
+            source, work.url, store_options=store_options, mode=mode, client=c, **kwargs
+        )
         rechunk_cube(
-            work.url, final.url, timeseries_chunks or TIMESERIES_CHUNKS, source_options=store_options,
-            dest_options=store_options, overwrite=True, client=c,
+            work.url,
+            final.url,
+            timeseries_chunks or TIMESERIES_CHUNKS,
+            source_options=store_options,
+            dest_options=store_options,
+            overwrite=True,
+            client=c,
         )
     res.store = display(final)
     return res
@@ -491,7 +587,11 @@ def _plan_for_pending(target: StoreTarget, state: dict[str, Any], table: Any) ->
     grid = TargetGrid(**state["grid"])
     region = shapely.from_wkb(bytes.fromhex(state["region_wkb_hex"]))
     plan = plan_cube(
-        table, grid, region, chunks=tuple(state["chunks"]), variables=tuple(state["variables"]),
+        table,
+        grid,
+        region,
+        chunks=tuple(state["chunks"]),
+        variables=tuple(state["variables"]),
         resampling=state["resampling"],
     )
     if plan.n_layers == 0:
@@ -512,9 +612,11 @@ def _plan_from_source(
     """The plan of a new cube, and the granule table it was made from (None for a cube)."""
     if _is_cube(source):
         plan = source.encoding.get("itslive_dask_plan")
-        if plan is None or source.sizes.get("mid_date") != plan.n_layers or tuple(
-            v for v in plan.variables if v in source.data_vars
-        ) != plan.variables:
+        if (
+            plan is None
+            or source.sizes.get("mid_date") != plan.n_layers
+            or tuple(v for v in plan.variables if v in source.data_vars) != plan.variables
+        ):
             raise InvalidInputError(
                 "write_cube takes the cube exactly as open_cube returned it; for a subset, pass the "
                 "granules and arguments instead (or use Dataset.to_zarr)"
@@ -562,7 +664,10 @@ def _granule_id_of(url: str) -> str:
 
 
 def _dropped_rows(plan: CubePlan) -> list[dict[str, Any]]:
-    return [{"granule_id": g, "reason": r} for g, r in zip(plan.dropped["granule_id"], plan.dropped["reason"], strict=True)]
+    return [
+        {"granule_id": g, "reason": r}
+        for g, r in zip(plan.dropped["granule_id"], plan.dropped["reason"], strict=True)
+    ]
 
 
 def _plans_for_existing(
@@ -573,13 +678,17 @@ def _plans_for_existing(
     """Plans to run on an existing store: an unfinished generation first, then new granules."""
     grid = TargetGrid(**state["grid"])
     region = shapely.from_wkb(bytes.fromhex(state["region_wkb_hex"]))
-    common = {"chunks": tuple(state["chunks"]), "variables": tuple(state["variables"]), "resampling": state["resampling"]}
+    common = {
+        "chunks": tuple(state["chunks"]),
+        "variables": tuple(state["variables"]),
+        "resampling": state["resampling"],
+    }
     existing = existing_ids(target)
     plans: list[CubePlan] = []
     skipped: list[dict[str, Any]] = []
     ids = table["granule_id"].to_numpy()
     for gen in state["generations"]:
-        gen_ids = existing[gen["t_offset"]: gen["t_offset"] + gen["n_layers"]]
+        gen_ids = existing[gen["t_offset"] : gen["t_offset"] + gen["n_layers"]]
         if gen["complete"] and mode == "append":
             continue
         rows = table[np.isin(ids, gen_ids)]
@@ -592,15 +701,25 @@ def _plans_for_existing(
             )
         plan = plan_cube(rows, grid, region, t_offset=gen["t_offset"], **common)
         if plan.token != gen["token"]:
-            raise StoreError(f"{display(target)}: the given granules do not rebuild the stored layers; use the same search or overwrite")
+            raise StoreError(
+                f"{display(target)}: the given granules do not rebuild the stored layers; use the same search or overwrite"
+            )
         plans.append(plan)
     added = 0
     if mode == "append":
         new = table[~np.isin(ids, existing)]
-        skipped += [{"granule_id": g, "reason": "already in the cube"} for g in table["granule_id"][np.isin(ids, existing)]]
+        skipped += [
+            {"granule_id": g, "reason": "already in the cube"}
+            for g in table["granule_id"][np.isin(ids, existing)]
+        ]
         if len(new):
             plan = plan_cube(
-                new, grid, region, t_offset=len(existing), taken_dates=existing_mid_dates(target), **common
+                new,
+                grid,
+                region,
+                t_offset=len(existing),
+                taken_dates=existing_mid_dates(target),
+                **common,
             )
             skipped += _dropped_rows(plan)
             if plan.n_layers:
@@ -610,5 +729,8 @@ def _plans_for_existing(
                 added = plan.n_layers
     else:
         outside = table["granule_id"][~np.isin(ids, existing)]
-        skipped += [{"granule_id": g, "reason": "not in the cube (use mode='append' to add it)"} for g in outside]
+        skipped += [
+            {"granule_id": g, "reason": "not in the cube (use mode='append' to add it)"}
+            for g in outside
+        ]
     return plans, added, skipped

@@ -14,8 +14,15 @@ from itslive_dask.cube.lazy import make_plan, open_cube
 
 PIG = {
     "type": "Polygon",
-    "coordinates": [[[-101.155511, -74.738709], [-99.117207, -75.087959], [-99.879774, -75.46007],
-                     [-102.42516, -74.925034], [-101.155511, -74.738709]]],
+    "coordinates": [
+        [
+            [-101.155511, -74.738709],
+            [-99.117207, -75.087959],
+            [-99.879774, -75.46007],
+            [-102.42516, -74.925034],
+            [-101.155511, -74.738709],
+        ]
+    ],
 }
 
 pytestmark = pytest.mark.skipif(not V1.exists(), reason="shared/data/real not present")
@@ -35,7 +42,9 @@ def test_v1_values_equal_file_at_colocated_pixels(resolution):
     with dask.config.set(scheduler="synchronous"):
         c = cube.compute()
     assert c.sizes["mid_date"] == 1 and c.rio.crs.to_epsg() == 3031
-    assert np.allclose(np.mod(c.x.values, 120), 52.5) and np.allclose(np.diff(c.x.values), resolution)
+    assert np.allclose(np.mod(c.x.values, 120), 52.5) and np.allclose(
+        np.diff(c.x.values), resolution
+    )
     X, Y = np.meshgrid(c.x.values, c.y.values)
     for name in ("vx", "vy", "v"):
         raw, x, y = _raw(V1, name)
@@ -59,7 +68,9 @@ def test_folder_input_like_load_cube_and_empty_v2(tmp_path):
     assert list(plan.dropped["granule_id"]) == [V2.stem]
     assert [r.granule_id for r in plan.refs] == [V1.stem]
     # the all-fill V2 granule on its own region gives an all-NaN layer with its metadata
-    cube = open_cube(str(tmp_path / "*.nc"), bbox=(-130.0, -82.0, -127.0, -81.0), chunks=(2, 512, 512))
+    cube = open_cube(
+        str(tmp_path / "*.nc"), bbox=(-130.0, -82.0, -127.0, -81.0), chunks=(2, 512, 512)
+    )
     with dask.config.set(scheduler="synchronous"):
         c = cube.compute()
     assert V2.stem in set(c.granule_id.values)

@@ -75,7 +75,9 @@ def _compare(cube_c, table, storage_options, region_t):
 @pytest.fixture(scope="module")
 def cube_and_truth(synthetic_archive, dask_client):
     arch = synthetic_archive
-    cube = open_cube(arch.table, arch.region, storage_options=arch.storage_options, chunks=(8, 128, 128))
+    cube = open_cube(
+        arch.table, arch.region, storage_options=arch.storage_options, chunks=(8, 128, 128)
+    )
     computed = cube.compute()  # on the LocalCluster of processes (default client)
     region_t = to_crs(arch.region, cube.rio.crs.to_epsg())
     return cube, computed, region_t
@@ -93,7 +95,9 @@ def test_cube_mixes_crs_and_versions(cube_and_truth):
 
 def test_cube_matches_analytic_truth(cube_and_truth, synthetic_archive):
     _, c, region_t = cube_and_truth
-    err, ang, sp, mismatch, checked = _compare(c, synthetic_archive.table, synthetic_archive.storage_options, region_t)
+    err, ang, sp, mismatch, checked = _compare(
+        c, synthetic_archive.table, synthetic_archive.storage_options, region_t
+    )
     fast = sp > 200
     print(
         f"\naccuracy over {checked} pixels of {c.sizes['mid_date']} layers: "
@@ -130,7 +134,9 @@ def test_chunk_invariance_bit_for_bit(synthetic_archive, dask_client, cube_and_t
     sub = arch.table.iloc[: min(len(arch.table), 12)]
     outs = []
     for chunks in [(2, 64, 64), (5, 100, 37), (12, 512, 512)]:
-        c = open_cube(sub, arch.region, storage_options=arch.storage_options, chunks=chunks).compute()
+        c = open_cube(
+            sub, arch.region, storage_options=arch.storage_options, chunks=chunks
+        ).compute()
         outs.append(c)
     for other in outs[1:]:
         for v in ("vx", "vy", "v", "v_error"):
@@ -154,7 +160,9 @@ def test_bilinear_is_closer_to_truth_at_pixel_centres(synthetic_archive, dask_cl
     sub = arch.table[arch.table.version == 2].iloc[:8]
     res = {}
     for method in ("nearest", "bilinear"):
-        c = open_cube(sub, arch.region, storage_options=arch.storage_options, resampling=method).compute()
+        c = open_cube(
+            sub, arch.region, storage_options=arch.storage_options, resampling=method
+        ).compute()
         X, Y = np.meshgrid(c.x.values, c.y.values)
         errs = []
         for k in range(c.sizes["mid_date"]):
@@ -162,8 +170,10 @@ def test_bilinear_is_closer_to_truth_at_pixel_centres(synthetic_archive, dask_cl
             ok = np.isfinite(c.vx.values[k])
             errs.append(np.hypot(c.vx.values[k][ok] - tvx[ok], c.vy.values[k][ok] - tvy[ok]))
         res[method] = np.concatenate(errs)
-    print(f"\nvs truth at target centres: nearest median {np.median(res['nearest']):.2f} m/yr, "
-          f"bilinear median {np.median(res['bilinear']):.2f} m/yr")
+    print(
+        f"\nvs truth at target centres: nearest median {np.median(res['nearest']):.2f} m/yr, "
+        f"bilinear median {np.median(res['bilinear']):.2f} m/yr"
+    )
     assert np.median(res["bilinear"]) < np.median(res["nearest"])
 
 
@@ -211,15 +221,23 @@ def test_nearest_v_agrees_with_gdal(cube_and_truth, synthetic_archive):
         if not cand:
             continue
         k = max(cand, key=lambda i: counts[i])
-        g = open_granule(str(c.granule_url.values[k]), storage_options=synthetic_archive.storage_options)
+        g = open_granule(
+            str(c.granule_url.values[k]), storage_options=synthetic_archive.storage_options
+        )
         gx, gy = g.x.values, g.y.values
         dx, dy = gx[1] - gx[0], gy[1] - gy[0]
         src_transform = Affine(dx, 0, gx[0] - dx / 2, 0, dy, gy[0] - dy / 2)
         gdal = np.full(X.shape, np.nan, "float32")
         reproject(
-            g.v.values.astype("float32"), gdal, src_transform=src_transform, src_crs=f"EPSG:{epsg}",
-            dst_transform=dst_transform, dst_crs="EPSG:3413", resampling=Resampling.nearest,
-            src_nodata=np.nan, dst_nodata=np.nan,
+            g.v.values.astype("float32"),
+            gdal,
+            src_transform=src_transform,
+            src_crs=f"EPSG:{epsg}",
+            dst_transform=dst_transform,
+            dst_crs="EPSG:3413",
+            resampling=Resampling.nearest,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
         )
         gdal[~inside] = np.nan
         ours = c.v.values[k]
@@ -230,8 +248,10 @@ def test_nearest_v_agrees_with_gdal(cube_and_truth, synthetic_archive):
         xs, ys = Transformer.from_crs(3413, epsg, always_xy=True).transform(X[differ], Y[differ])
         fj, fi = (xs - gx[0]) / dx, (ys - gy[0]) / dy
         edge = np.minimum(np.abs(fj - np.floor(fj) - 0.5), np.abs(fi - np.floor(fi) - 0.5))
-        print(f"\nEPSG:{epsg} granule: {n_valid} GDAL-valid pixels, {int(differ.sum())} differ from GDAL, "
-              f"all within {edge.max() if edge.size else 0:.4f} px of a source pixel edge")
+        print(
+            f"\nEPSG:{epsg} granule: {n_valid} GDAL-valid pixels, {int(differ.sum())} differ from GDAL, "
+            f"all within {edge.max() if edge.size else 0:.4f} px of a source pixel edge"
+        )
         assert n_valid > 500
         assert differ.sum() <= 0.05 * n_valid
         assert edge.size == 0 or edge.max() < 0.02

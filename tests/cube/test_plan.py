@@ -68,7 +68,9 @@ def test_blocks_list_only_granules_touching_the_tile(grid_and_region):
     grid, region = grid_and_region
     west = shapely.box(16.5, 78.5, 17.3, 79.1)  # touches only western tiles
     everywhere = REGION_LL.buffer(0.2)
-    tab = granule_table([mk_granule("w", "2020-01-01", west), mk_granule("all", "2020-02-01", everywhere)])
+    tab = granule_table(
+        [mk_granule("w", "2020-01-01", west), mk_granule("all", "2020-02-01", everywhere)]
+    )
     plan = plan_cube(tab, grid, region, chunks=(8, 64, 64))
     ny, nx = (len(c) for c in plan.space_chunks())
     assert ny > 1 and nx > 1
@@ -106,9 +108,7 @@ def test_unique_mid_dates_many_ties():
     assert out[2] - out[0] == np.timedelta64(2, "us") and out[3] == d[3]
 
 
-@pytest.mark.parametrize(
-    "bad", [0, -1, (1, 2), {"z": 3}, (1.5, 2, 2), "16", (4, 0, 4)]
-)
+@pytest.mark.parametrize("bad", [0, -1, (1, 2), {"z": 3}, (1.5, 2, 2), "16", (4, 0, 4)])
 def test_normalize_chunks_rejects(bad):
     with pytest.raises(InvalidInputError):
         normalize_chunks(bad)

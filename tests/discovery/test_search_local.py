@@ -558,7 +558,9 @@ def test_real_legacy_answers_become_rows():
         assert (t["version"] == 1).all() and (t["resolution"] == 240.0).all()
     first = legacy_record(
         json.loads(
-            (REAL_CATALOG / "nsidc_itslive-search_urls_response_2020-06-29_first10.json").read_text()
+            (
+                REAL_CATALOG / "nsidc_itslive-search_urls_response_2020-06-29_first10.json"
+            ).read_text()
         )[0]
     )
     # LC08 ... 20130926 _X_ LE07 ... 20120814: 408 days apart, P045

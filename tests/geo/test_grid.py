@@ -25,7 +25,9 @@ def test_grid_other_resolution_keeps_anchor():
     assert np.allclose(np.diff(g.x), 240)
 
 
-@pytest.mark.parametrize("crs", ["EPSG:4326", "not a crs", "+proj=stere +lat_0=90 +lon_0=10 +lat_ts=70"])
+@pytest.mark.parametrize(
+    "crs", ["EPSG:4326", "not a crs", "+proj=stere +lat_0=90 +lon_0=10 +lat_ts=70"]
+)
 def test_grid_rejects_bad_crs(crs):
     with pytest.raises(InvalidInputError):
         TargetGrid.from_bounds((0, 0, 1, 1), crs, 120)

@@ -17,12 +17,17 @@ from itslive_dask.errors import GranuleError
 from itslive_dask.granule.info import GranuleGrid, VariableSpec
 from itslive_dask.io.hdf5 import H5Reader, open_h5, read_grid, read_info
 
-pytestmark = pytest.mark.skipif(not (V1.exists() and V2.exists()), reason="real granules not available")
+pytestmark = pytest.mark.skipif(
+    not (V1.exists() and V2.exists()), reason="real granules not available"
+)
 
 
 @pytest.mark.parametrize(
     ("path", "shape", "x0", "dx", "fills"),
-    [(V1, (592, 636), -1716367.5, 240.0, (-32767,)), (V2, (1879, 2016), -849907.5, 120.0, (-32767,))],
+    [
+        (V1, (592, 636), -1716367.5, 240.0, (-32767,)),
+        (V2, (1879, 2016), -849907.5, 120.0, (-32767,)),
+    ],
 )
 def test_grid_of_the_real_granules(path, shape, x0, dx, fills):
     with open_h5(path) as h5:

@@ -41,28 +41,60 @@ class DaskProcesses:
     def start_scheduler(self, timeout: float = 60) -> str:
         sched_file = self.workdir / "scheduler.json"
         self.scheduler = subprocess.Popen(
-            [dask_cli(), "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "scheduler.log", "wb"),
+            [
+                dask_cli(),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "scheduler.log", "wb"),
             start_new_session=True,
         )
         deadline = time.time() + timeout
         while not sched_file.exists() and time.time() < deadline:
-            assert self.scheduler.poll() is None, (self.workdir / "scheduler.log").read_text()[-2000:]
+            assert self.scheduler.poll() is None, (self.workdir / "scheduler.log").read_text()[
+                -2000:
+            ]
             time.sleep(0.1)
         time.sleep(0.1)  # the file is written at once, read it whole
         self.address = json.loads(sched_file.read_text())["address"]
         return self.address
 
-    def start_worker(self, name: str, *, preload: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    def start_worker(
+        self, name: str, *, preload: Path | None = None, env: dict | None = None
+    ) -> subprocess.Popen:
         """One single-threaded worker process without a nanny (killing it kills the worker)."""
-        cmd = [dask_cli(), "worker", self.address, "--name", name, "--nthreads", "1", "--no-nanny",
-               "--host", "127.0.0.1", "--memory-limit", "2GiB", "--dashboard-address", "127.0.0.1:0"]
+        cmd = [
+            dask_cli(),
+            "worker",
+            self.address,
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--host",
+            "127.0.0.1",
+            "--memory-limit",
+            "2GiB",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ]
         if preload is not None:
             cmd += ["--preload", str(preload)]
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / f"worker-{name}.log", "wb"),
-            start_new_session=True, env=dict(os.environ, **(env or {})),
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / f"worker-{name}.log", "wb"),
+            start_new_session=True,
+            env=dict(os.environ, **(env or {})),
         )
         self.workers[name] = proc
         return proc
@@ -119,8 +151,12 @@ def local_reference(small, synthetic_archive, dask_client, tmp_path_factory):
         if chunks not in built:
             path = tmp_path_factory.mktemp("reference") / "local.zarr"
             res = itslive_dask.write_cube(
-                small, str(path), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-                chunks=chunks, client=dask_client,
+                small,
+                str(path),
+                synthetic_archive.region,
+                storage_options=synthetic_archive.storage_options,
+                chunks=chunks,
+                client=dask_client,
             )
             assert res.failed == [] and res.blocks_written == res.blocks_total > 0
             built[chunks] = path

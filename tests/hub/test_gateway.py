@@ -83,12 +83,24 @@ class GatewayServer:
 
     def start(self, timeout: float = 60) -> GatewayServer:
         cfg = self.workdir / "dask_gateway_config.py"
-        cfg.write_text(GATEWAY_CONFIG.format(api_port=self.api_port, http_port=self.http_port,
-                                             tcp_port=self.tcp_port, password=PASSWORD, workdir=self.workdir))
+        cfg.write_text(
+            GATEWAY_CONFIG.format(
+                api_port=self.api_port,
+                http_port=self.http_port,
+                tcp_port=self.tcp_port,
+                password=PASSWORD,
+                workdir=self.workdir,
+            )
+        )
         server = os.path.join(os.path.dirname(sys.executable), "dask-gateway-server")
         self.log = self.workdir / "gateway.log"
-        self.proc = subprocess.Popen([server, "-f", str(cfg)], cwd=self.workdir, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "wb"), start_new_session=True)
+        self.proc = subprocess.Popen(
+            [server, "-f", str(cfg)],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+            start_new_session=True,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -102,19 +114,29 @@ class GatewayServer:
 
     def config(self) -> dict:
         """The Dask configuration a hub sets for its users (DASK_GATEWAY__... variables)."""
-        return {"gateway.address": self.address, "gateway.proxy-address": self.proxy_address,
-                "gateway.auth.type": "basic", "gateway.auth.kwargs": {"username": USER, "password": PASSWORD}}
+        return {
+            "gateway.address": self.address,
+            "gateway.proxy-address": self.proxy_address,
+            "gateway.auth.type": "basic",
+            "gateway.auth.kwargs": {"username": USER, "password": PASSWORD},
+        }
 
     def env(self) -> dict[str, str]:
-        return {"DASK_GATEWAY__ADDRESS": self.address, "DASK_GATEWAY__PROXY_ADDRESS": self.proxy_address,
-                "DASK_GATEWAY__AUTH__TYPE": "basic", "DASK_GATEWAY__AUTH__KWARGS__USERNAME": USER,
-                "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": PASSWORD}
+        return {
+            "DASK_GATEWAY__ADDRESS": self.address,
+            "DASK_GATEWAY__PROXY_ADDRESS": self.proxy_address,
+            "DASK_GATEWAY__AUTH__TYPE": "basic",
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": USER,
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": PASSWORD,
+        }
 
     @contextlib.contextmanager
     def gateway(self):
         from dask_gateway import BasicAuth, Gateway
 
-        gateway = Gateway(self.address, proxy_address=self.proxy_address, auth=BasicAuth(USER, PASSWORD))
+        gateway = Gateway(
+            self.address, proxy_address=self.proxy_address, auth=BasicAuth(USER, PASSWORD)
+        )
         try:
             yield gateway
         finally:
@@ -145,7 +167,9 @@ def _running(gateway) -> set[str]:
     return {c.name for c in gateway.list_clusters()}
 
 
-def test_gateway_cluster_given_builds_the_same_cube(tmp_path, gateway_server, small, synthetic_archive, local_reference):
+def test_gateway_cluster_given_builds_the_same_cube(
+    tmp_path, gateway_server, small, synthetic_archive, local_reference
+):
     reference = local_reference(CHUNKS)
     kwargs = dict(storage_options=synthetic_archive.storage_options, chunks=CHUNKS)
     with gateway_server.gateway() as gateway:
@@ -157,19 +181,26 @@ def test_gateway_cluster_given_builds_the_same_cube(tmp_path, gateway_server, sm
             client.wait_for_workers(2, timeout=120)
             print(f"\ngateway cluster with 2 workers in {time.perf_counter() - t0:.1f} s")
             # the issue's call: the user's client of their gateway cluster
-            res = itslive_dask.write_cube(small, str(tmp_path / "a.zarr"), synthetic_archive.region,
-                                          client=client, **kwargs)
+            res = itslive_dask.write_cube(
+                small, str(tmp_path / "a.zarr"), synthetic_archive.region, client=client, **kwargs
+            )
             assert res.failed == [] and res.blocks_written == res.blocks_total > 0
             assert_same_store(tmp_path / "a.zarr", reference)
             assert client.status == "running"
             # the cluster object itself, and its gateway:// address (through the Dask config)
-            itslive_dask.write_cube(small, str(tmp_path / "b.zarr"), synthetic_archive.region,
-                                    client=cluster, **kwargs)
+            itslive_dask.write_cube(
+                small, str(tmp_path / "b.zarr"), synthetic_archive.region, client=cluster, **kwargs
+            )
             assert_same_store(tmp_path / "b.zarr", reference)
             with dask.config.set(gateway_server.config()):
                 assert cluster.scheduler_address.startswith("gateway://")
-                itslive_dask.write_cube(small, str(tmp_path / "c.zarr"), synthetic_archive.region,
-                                        scheduler=cluster.scheduler_address, **kwargs)
+                itslive_dask.write_cube(
+                    small,
+                    str(tmp_path / "c.zarr"),
+                    synthetic_archive.region,
+                    scheduler=cluster.scheduler_address,
+                    **kwargs,
+                )
                 assert_same_store(tmp_path / "c.zarr", reference)
                 with dask_client(scheduler=f"gateway:{cluster.name}") as c:
                     assert len(c.scheduler_info()["workers"]) == 2
@@ -182,12 +213,19 @@ def test_gateway_cluster_given_builds_the_same_cube(tmp_path, gateway_server, sm
         assert cluster.name not in _running(gateway)
 
 
-def test_gateway_cluster_started_for_a_build_is_shut_down(tmp_path, gateway_server, small, synthetic_archive, local_reference):
+def test_gateway_cluster_started_for_a_build_is_shut_down(
+    tmp_path, gateway_server, small, synthetic_archive, local_reference
+):
     with gateway_server.gateway() as gateway, dask.config.set(gateway_server.config()):
         before = _running(gateway)
-        res = itslive_dask.write_cube(small, str(tmp_path / "new.zarr"), synthetic_archive.region,
-                                      storage_options=synthetic_archive.storage_options, chunks=CHUNKS,
-                                      scheduler="gateway:new?workers=2")
+        res = itslive_dask.write_cube(
+            small,
+            str(tmp_path / "new.zarr"),
+            synthetic_archive.region,
+            storage_options=synthetic_archive.storage_options,
+            chunks=CHUNKS,
+            scheduler="gateway:new?workers=2",
+        )
         assert res.failed == []
         assert_same_store(tmp_path / "new.zarr", local_reference(CHUNKS))
         assert _running(gateway) == before
@@ -198,9 +236,15 @@ def test_gateway_cluster_started_for_a_build_is_shut_down(tmp_path, gateway_serv
                 raise RuntimeError("display died")
 
         with pytest.raises(RuntimeError, match="display died"):
-            itslive_dask.write_cube(small, str(tmp_path / "broken.zarr"), synthetic_archive.region,
-                                    storage_options=synthetic_archive.storage_options, chunks=CHUNKS,
-                                    scheduler="gateway:new?workers=1", progress=broken_progress)
+            itslive_dask.write_cube(
+                small,
+                str(tmp_path / "broken.zarr"),
+                synthetic_archive.region,
+                storage_options=synthetic_archive.storage_options,
+                chunks=CHUNKS,
+                scheduler="gateway:new?workers=1",
+                progress=broken_progress,
+            )
         assert _running(gateway) == before
 
 
@@ -224,15 +268,30 @@ def test_gateway_cluster_options(gateway_server):
         assert _running(gateway) == before
 
 
-def test_cli_builds_on_a_gateway_cluster(tmp_path, gateway_server, small, synthetic_archive, local_reference, local_s3):
+def test_cli_builds_on_a_gateway_cluster(
+    tmp_path, gateway_server, small, synthetic_archive, local_reference, local_s3
+):
     """``itslive-dask cube --scheduler gateway://<proxy>/<cluster name>``, configured the way a hub
     configures its users' sessions (DASK_GATEWAY__* variables); the cluster is left running."""
     granules = tmp_path / "granules.parquet"
     small.to_parquet(granules)
     polygon = ",".join(f"{x!r},{y!r}" for x, y in synthetic_archive.region.exterior.coords[:-1])
     env = dict(os.environ, **gateway_server.env(), COLUMNS="160")
-    base = [sys.executable, "-m", "itslive_dask.cli.app", "cube", "--granules", str(granules), "--polygon", polygon,
-            "--chunks", ",".join(map(str, CHUNKS)), "--anon", "-s", f"endpoint_url={local_s3.endpoint_url}"]
+    base = [
+        sys.executable,
+        "-m",
+        "itslive_dask.cli.app",
+        "cube",
+        "--granules",
+        str(granules),
+        "--polygon",
+        polygon,
+        "--chunks",
+        ",".join(map(str, CHUNKS)),
+        "--anon",
+        "-s",
+        f"endpoint_url={local_s3.endpoint_url}",
+    ]
     with gateway_server.gateway() as gateway:
         before = _running(gateway)
         cluster = gateway.new_cluster()
@@ -241,14 +300,21 @@ def test_cli_builds_on_a_gateway_cluster(tmp_path, gateway_server, small, synthe
             with cluster.get_client() as c:
                 c.wait_for_workers(2, timeout=120)
             out = tmp_path / "cli.zarr"
-            res = subprocess.run([*base, "-o", str(out), "--scheduler", cluster.scheduler_address], env=env,
-                                 capture_output=True, text=True, timeout=300)
+            res = subprocess.run(
+                [*base, "-o", str(out), "--scheduler", cluster.scheduler_address],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert res.returncode == 0, res.stderr[-3000:]
             assert "Dask dashboard" in res.stdout + res.stderr
             files, ref = store_files(out), store_files(local_reference(CHUNKS))
             for v in ("vx", "vy", "v", "v_error"):
                 a = {k: b for k, b in files.items() if k.startswith(f"{v}/")}
-                assert a == {k: b for k, b in ref.items() if k.startswith(f"{v}/")} and len(a) > 1, v
+                assert (
+                    a == {k: b for k, b in ref.items() if k.startswith(f"{v}/")} and len(a) > 1
+                ), v
             assert cluster.name in _running(gateway)
         finally:
             close_gateway_cluster(cluster, shutdown=True)
@@ -260,13 +326,24 @@ def test_gateway_strings_are_checked_before_anything_starts():
     from itslive_dask.errors import InvalidInputError
 
     assert parse_gateway_scheduler("gateway:new?workers=4&image=pangeo") == (
-        "new", None, {"workers": "4", "image": "pangeo"})
+        "new",
+        None,
+        {"workers": "4", "image": "pangeo"},
+    )
     assert parse_gateway_scheduler("gateway:new") == ("new", None, {})
     assert parse_gateway_scheduler("gateway:abc123") == ("name", "abc123", {})
     assert parse_gateway_scheduler("gateway://10.0.0.5:8786/abc123") == (
-        "address", "abc123", {"proxy_address": "gateway://10.0.0.5:8786"})
-    for bad in ("gateway:", "gateway://10.0.0.5:8786", "gateway://10.0.0.5:8786/a/b", "gateway:name?x=1",
-                "gateway:new?novalue"):
+        "address",
+        "abc123",
+        {"proxy_address": "gateway://10.0.0.5:8786"},
+    )
+    for bad in (
+        "gateway:",
+        "gateway://10.0.0.5:8786",
+        "gateway://10.0.0.5:8786/a/b",
+        "gateway:name?x=1",
+        "gateway:new?novalue",
+    ):
         with pytest.raises(InvalidInputError):
             parse_gateway_scheduler(bad)
     with dask.config.set({"gateway.address": None, "gateway.proxy-address": None}):
@@ -275,8 +352,9 @@ def test_gateway_strings_are_checked_before_anything_starts():
                 pass
 
 
-def test_kernel_dies_and_a_new_one_resumes_on_the_same_gateway_cluster(tmp_path, gateway_server, small,
-                                                                       synthetic_archive, local_reference):
+def test_kernel_dies_and_a_new_one_resumes_on_the_same_gateway_cluster(
+    tmp_path, gateway_server, small, synthetic_archive, local_reference
+):
     """docs/cloud.md, step 3: the kernel building on a gateway cluster is killed; the cluster
     lives on; a new session resumes by the cluster's name and gets the uninterrupted cube."""
     import pickle
@@ -292,19 +370,33 @@ def test_kernel_dies_and_a_new_one_resumes_on_the_same_gateway_cluster(tmp_path,
             with cluster.get_client() as c:
                 c.wait_for_workers(2, timeout=120)
             args = tmp_path / "args.pkl"
-            args.write_bytes(pickle.dumps({"table": small, "store": str(store), "region": synthetic_archive.region,
-                                           "so": synthetic_archive.storage_options, "chunks": chunks,
-                                           "scheduler": f"gateway:{cluster.name}"}))
+            args.write_bytes(
+                pickle.dumps(
+                    {
+                        "table": small,
+                        "store": str(store),
+                        "region": synthetic_archive.region,
+                        "so": synthetic_archive.storage_options,
+                        "chunks": chunks,
+                        "scheduler": f"gateway:{cluster.name}",
+                    }
+                )
+            )
             script = tmp_path / "kernel.py"
-            script.write_text(textwrap.dedent("""
+            script.write_text(
+                textwrap.dedent("""
                 import pickle, sys
                 import itslive_dask
                 a = pickle.load(open(sys.argv[1], "rb"))
                 itslive_dask.write_cube(a["table"], a["store"], a["region"], storage_options=a["so"],
                                         chunks=a["chunks"], scheduler=a["scheduler"])
-            """))
-            kernel = subprocess.Popen([sys.executable, str(script), str(args)], start_new_session=True,
-                                      env=dict(os.environ, **gateway_server.env()))
+            """)
+            )
+            kernel = subprocess.Popen(
+                [sys.executable, str(script), str(args)],
+                start_new_session=True,
+                env=dict(os.environ, **gateway_server.env()),
+            )
             markers = store / "_itslive" / "blocks"
             deadline = time.time() + 180
             while time.time() < deadline and kernel.poll() is None:
@@ -317,9 +409,13 @@ def test_kernel_dies_and_a_new_one_resumes_on_the_same_gateway_cluster(tmp_path,
             assert 0 < done_before < total, "the kernel must die part-way through the build"
             assert cluster.name in _running(gateway), "the cluster outlives the kernel"
             with dask.config.set(gateway_server.config()):
-                res = itslive_dask.write_cube(small, str(store), mode="resume",
-                                              storage_options=synthetic_archive.storage_options,
-                                              scheduler=f"gateway:{cluster.name}")
+                res = itslive_dask.write_cube(
+                    small,
+                    str(store),
+                    mode="resume",
+                    storage_options=synthetic_archive.storage_options,
+                    scheduler=f"gateway:{cluster.name}",
+                )
             assert res.failed == [] and res.blocks_skipped >= done_before
             assert_same_store(store, reference)
             assert cluster.name in _running(gateway)

@@ -45,17 +45,34 @@ def test_pine_island_notebook_runs_in_a_kernel(local_s3, tmp_path):
     from itslive_dask.testing.synthetic import SyntheticConfig, generate_archive
 
     bucket = local_s3.create_bucket("its-live-pine-nb", public=True)
-    table = generate_archive(bucket, SyntheticConfig(region="pine_island", n_granules=40, seed=2),
-                             storage_options=local_s3.storage_options)
+    table = generate_archive(
+        bucket,
+        SyntheticConfig(region="pine_island", n_granules=40, seed=2),
+        storage_options=local_s3.storage_options,
+    )
     storage = {"anon": True, "endpoint_url": local_s3.endpoint_url}
     nb = nbformat.read(NOTEBOOK, as_version=4)
     with LocalSearchServer(table) as srv:
-        _configured(nb, {"CATALOG": repr(srv.url), "STORAGE": repr(storage),
-                         "OUTPUT": repr(str(tmp_path / "pig.zarr")), "WORKERS": "1"})
-        client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                         resources={"metadata": {"path": str(tmp_path)}})
+        _configured(
+            nb,
+            {
+                "CATALOG": repr(srv.url),
+                "STORAGE": repr(storage),
+                "OUTPUT": repr(str(tmp_path / "pig.zarr")),
+                "WORKERS": "1",
+            },
+        )
+        client = nbclient.NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        )
         client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors
 
     cube = xr.open_zarr(tmp_path / "pig.zarr")
@@ -65,7 +82,10 @@ def test_pine_island_notebook_runs_in_a_kernel(local_s3, tmp_path):
 
     # the plan cell shows the plan as HTML, with the layers the store has
     (plan_out,) = _outputs(_cell(nb, "make_plan"), "text/html")
-    assert "itslive_dask cube plan" in plan_out and f"<th>layers (mid_date)</th><td>{n_layers}</td>" in plan_out
+    assert (
+        "itslive_dask cube plan" in plan_out
+        and f"<th>layers (mid_date)</th><td>{n_layers}</td>" in plan_out
+    )
     assert "EPSG:3031" in plan_out
 
     # the build cell: a progress bar updated in place to the last block, then the result table
@@ -100,17 +120,35 @@ def test_plan_html_counts(synthetic_archive):
     assert f"<th>layers (mid_date)</th><td>{len(table) - len(outside)}</td>" in html
     assert f"<th>granules left out</th><td>{len(outside)} (" in html
     assert f"EPSG:{plan.grid.epsg}" in html
-    first, last = table.loc[~table.granule_id.isin(plan.dropped["granule_id"]), "mid_date"].agg(["min", "max"])
+    first, last = table.loc[~table.granule_id.isin(plan.dropped["granule_id"]), "mid_date"].agg(
+        ["min", "max"]
+    )
     assert f"{pd.Timestamp(first):%Y-%m-%d} to {pd.Timestamp(last):%Y-%m-%d}" in html
 
 
 def test_result_html_escapes_and_lists_failures():
-    failed = [{"granule_id": f"G{k}<script>", "error": "403 <b>denied</b>", "attempts": 4, "block": "0-8_0_0"}
-              for k in range(12)]
-    res = WriteResult(store="s3://bucket/c&d.zarr", mode="create", shape=(24, 310, 288), layers_added=24,
-                      blocks_total=30, blocks_written=30, granules_read=12, failed=failed,
-                      skipped=[{"granule_id": "x", "reason": "outside the region"}] * 3, elapsed=9.25,
-                      peak_worker_rss=512 * 2**20)
+    failed = [
+        {
+            "granule_id": f"G{k}<script>",
+            "error": "403 <b>denied</b>",
+            "attempts": 4,
+            "block": "0-8_0_0",
+        }
+        for k in range(12)
+    ]
+    res = WriteResult(
+        store="s3://bucket/c&d.zarr",
+        mode="create",
+        shape=(24, 310, 288),
+        layers_added=24,
+        blocks_total=30,
+        blocks_written=30,
+        granules_read=12,
+        failed=failed,
+        skipped=[{"granule_id": "x", "reason": "outside the region"}] * 3,
+        elapsed=9.25,
+        peak_worker_rss=512 * 2**20,
+    )
     html = res._repr_html_()
     assert html == result_html(res)
     assert "<script>" not in html and "&lt;script&gt;" in html and "<b>denied" not in html

@@ -16,7 +16,9 @@ CHUNKS = (8, 96, 96)
 KILL_CHUNKS = (2, 128, 128)  # many small blocks: the kill lands mid-build
 
 
-def test_build_through_a_scheduler_address(tmp_path, small, synthetic_archive, local_reference, dask_processes):
+def test_build_through_a_scheduler_address(
+    tmp_path, small, synthetic_archive, local_reference, dask_processes
+):
     address = dask_processes.start_scheduler()
     for name in ("w1", "w2"):
         dask_processes.start_worker(name)
@@ -24,8 +26,13 @@ def test_build_through_a_scheduler_address(tmp_path, small, synthetic_archive, l
     store = tmp_path / "remote.zarr"
     seen = []
     res = itslive_dask.write_cube(
-        small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-        chunks=CHUNKS, scheduler=address, progress=lambda d, t: seen.append((d, t)),
+        small,
+        str(store),
+        synthetic_archive.region,
+        storage_options=synthetic_archive.storage_options,
+        chunks=CHUNKS,
+        scheduler=address,
+        progress=lambda d, t: seen.append((d, t)),
     )
     assert res.failed == [] and res.blocks_written == res.blocks_total > 0
     assert seen[-1] == (res.blocks_total, res.blocks_total)
@@ -45,15 +52,21 @@ def _two_workers_and_reference(dask_processes, local_reference):
     return address, reference, len(list((reference / "_itslive" / "blocks").glob("*.json")))
 
 
-def test_worker_killed_mid_build(tmp_path, small, synthetic_archive, local_reference, dask_processes):
+def test_worker_killed_mid_build(
+    tmp_path, small, synthetic_archive, local_reference, dask_processes
+):
     address, reference, total = _two_workers_and_reference(dask_processes, local_reference)
     store = tmp_path / "killed.zarr"
-    kwargs = dict(storage_options=synthetic_archive.storage_options, chunks=KILL_CHUNKS, scheduler=address)
+    kwargs = dict(
+        storage_options=synthetic_archive.storage_options, chunks=KILL_CHUNKS, scheduler=address
+    )
     outcome: dict = {}
 
     def build():
         try:
-            outcome["result"] = itslive_dask.write_cube(small, str(store), synthetic_archive.region, **kwargs)
+            outcome["result"] = itslive_dask.write_cube(
+                small, str(store), synthetic_archive.region, **kwargs
+            )
         except Exception as exc:  # any failure is resumed below
             outcome["error"] = exc
 
@@ -70,9 +83,13 @@ def test_worker_killed_mid_build(tmp_path, small, synthetic_archive, local_refer
     thread.join(timeout=300)
     assert not thread.is_alive()
     assert 0 < done_at_kill < total, "the worker must be killed part-way through the build"
-    print(f"\nkilled w2 after {done_at_kill}/{total} blocks; build {'finished' if 'result' in outcome else 'failed: ' + repr(outcome.get('error'))}")
+    print(
+        f"\nkilled w2 after {done_at_kill}/{total} blocks; build {'finished' if 'result' in outcome else 'failed: ' + repr(outcome.get('error'))}"
+    )
     if "error" in outcome:  # the build may stop; resume on the surviving worker finishes it
-        res = itslive_dask.write_cube(small, str(store), synthetic_archive.region, mode="resume", **kwargs)
+        res = itslive_dask.write_cube(
+            small, str(store), synthetic_archive.region, mode="resume", **kwargs
+        )
         assert res.blocks_skipped >= done_at_kill
     else:
         res = outcome["result"]
@@ -82,7 +99,9 @@ def test_worker_killed_mid_build(tmp_path, small, synthetic_archive, local_refer
 
 
 @pytest.mark.parametrize("mode", ["resume"])
-def test_resume_through_a_scheduler_after_the_client_dies(tmp_path, small, synthetic_archive, local_reference, dask_processes, mode):
+def test_resume_through_a_scheduler_after_the_client_dies(
+    tmp_path, small, synthetic_archive, local_reference, dask_processes, mode
+):
     """The kernel dies, the cluster lives on: a new client resumes through the same address."""
     import os
     import pickle
@@ -94,16 +113,28 @@ def test_resume_through_a_scheduler_after_the_client_dies(tmp_path, small, synth
     address, reference, total = _two_workers_and_reference(dask_processes, local_reference)
     store = tmp_path / "kernel.zarr"
     args = tmp_path / "args.pkl"
-    args.write_bytes(pickle.dumps({"table": small, "store": str(store), "region": synthetic_archive.region,
-                                   "so": synthetic_archive.storage_options, "address": address, "chunks": KILL_CHUNKS}))
+    args.write_bytes(
+        pickle.dumps(
+            {
+                "table": small,
+                "store": str(store),
+                "region": synthetic_archive.region,
+                "so": synthetic_archive.storage_options,
+                "address": address,
+                "chunks": KILL_CHUNKS,
+            }
+        )
+    )
     script = tmp_path / "kernel.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import pickle, sys
         import itslive_dask
         a = pickle.load(open(sys.argv[1], "rb"))
         itslive_dask.write_cube(a["table"], a["store"], a["region"], storage_options=a["so"],
                                 chunks=a["chunks"], scheduler=a["address"])
-    """))
+    """)
+    )
     kernel = subprocess.Popen([sys.executable, str(script), str(args)], start_new_session=True)
     markers = store / "_itslive" / "blocks"
     deadline = time.time() + 120
@@ -117,13 +148,21 @@ def test_resume_through_a_scheduler_after_the_client_dies(tmp_path, small, synth
     time.sleep(1.0)
     done_before = len(list(markers.glob("*.json")))
     assert 0 < done_before < total
-    res = itslive_dask.write_cube(small, str(store), synthetic_archive.region, mode=mode,
-                                  storage_options=synthetic_archive.storage_options, scheduler=address)
+    res = itslive_dask.write_cube(
+        small,
+        str(store),
+        synthetic_archive.region,
+        mode=mode,
+        storage_options=synthetic_archive.storage_options,
+        scheduler=address,
+    )
     assert res.failed == [] and res.blocks_skipped >= done_before
     assert_same_store(store, reference)
 
 
-def test_credentials_stay_out_of_keys_logs_and_store(tmp_path, small, synthetic_archive, local_s3, dask_processes):
+def test_credentials_stay_out_of_keys_logs_and_store(
+    tmp_path, small, synthetic_archive, local_s3, dask_processes
+):
     """Options with a secret (for reading and for an s3:// store) reach the workers with the
     tasks, but the secret is in no task key, no scheduler or worker log, no file of the store."""
     import uuid
@@ -142,11 +181,20 @@ def test_credentials_stay_out_of_keys_logs_and_store(tmp_path, small, synthetic_
     with Client(address, timeout=30, set_as_default=False) as spy:
 
         def progress(done, total):  # every key the scheduler holds while the build runs
-            keys.update(map(str, spy.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))))
+            keys.update(
+                map(str, spy.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+            )
 
-        res = itslive_dask.write_cube(small, "s3://hub-cubes/cube.zarr", synthetic_archive.region,
-                                      storage_options=read_opts, store_options=store_opts, chunks=CHUNKS,
-                                      scheduler=address, progress=progress)
+        res = itslive_dask.write_cube(
+            small,
+            "s3://hub-cubes/cube.zarr",
+            synthetic_archive.region,
+            storage_options=read_opts,
+            store_options=store_opts,
+            chunks=CHUNKS,
+            scheduler=address,
+            progress=progress,
+        )
     assert res.failed == [] and res.blocks_written > 0
     assert any(k.startswith("itslive-write-") for k in keys), keys
     assert not [k for k in keys if secret in k]
@@ -156,5 +204,7 @@ def test_credentials_stay_out_of_keys_logs_and_store(tmp_path, small, synthetic_
     assert not [text for text in logs if secret in text]
     fs = local_s3.filesystem()
     files = [p for p in fs.find("hub-cubes/cube.zarr")]
-    assert any("/_itslive/blocks/" in p for p in files) and any(p.endswith("ledger.json") for p in files)
+    assert any("/_itslive/blocks/" in p for p in files) and any(
+        p.endswith("ledger.json") for p in files
+    )
     assert not [p for p in files if secret.encode() in fs.cat_file(p)]

@@ -45,21 +45,33 @@ def mixed_cluster(tmp_path, dask_processes):
     return address
 
 
-def test_workers_lacking_the_package_give_one_clear_error(tmp_path, mixed_cluster, small, synthetic_archive):
+def test_workers_lacking_the_package_give_one_clear_error(
+    tmp_path, mixed_cluster, small, synthetic_archive
+):
     store = tmp_path / "never.zarr"
     with pytest.raises(ClusterError) as info:
-        itslive_dask.write_cube(small, str(store), synthetic_archive.region,
-                                storage_options=synthetic_archive.storage_options, scheduler=mixed_cluster)
+        itslive_dask.write_cube(
+            small,
+            str(store),
+            synthetic_archive.region,
+            storage_options=synthetic_archive.storage_options,
+            scheduler=mixed_cluster,
+        )
     msg = str(info.value)
     print("\n" + msg)
     assert msg.startswith("2 of 3 Dask workers cannot run the build")
-    lines = {m.group(1): line for line in msg.splitlines() if (m := re.search(r"\(name (\w+)\)", line))}
+    lines = {
+        m.group(1): line for line in msg.splitlines() if (m := re.search(r"\(name (\w+)\)", line))
+    }
     assert set(lines) == {"lacking", "old"}
     assert "itslive_dask missing (ModuleNotFoundError" in lines["lacking"]
     assert "h5netcdf missing (ModuleNotFoundError" in lines["lacking"]
     assert "h5py" not in lines["lacking"] and "s3fs" not in lines["lacking"]
     assert f"itslive_dask 0.0.1 (this client has {itslive_dask.__version__})" in lines["old"]
-    assert "itslive_dask.cube.kernel cannot be imported (ModuleNotFoundError: import of pyproj halted" in lines["old"]
+    assert (
+        "itslive_dask.cube.kernel cannot be imported (ModuleNotFoundError: import of pyproj halted"
+        in lines["old"]
+    )
     assert "cannot be imported" not in lines["lacking"]  # the package itself is missing there
     assert f"itslive_dask=={itslive_dask.__version__}" in msg
     assert "Traceback" not in msg
@@ -82,6 +94,14 @@ def test_the_check_applies_to_a_given_client(mixed_cluster):
         assert [e["name"] for e in envs.values()] == ["good"]
         (env,) = envs.values()
         assert env["modules"]["itslive_dask"] == {"version": itslive_dask.__version__}
-        assert set(env["modules"]) == {"itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs", "zarr",
-                                       "itslive_dask.cube.kernel", "itslive_dask.store.write"}
+        assert set(env["modules"]) == {
+            "itslive_dask",
+            "h5py",
+            "h5netcdf",
+            "fsspec",
+            "s3fs",
+            "zarr",
+            "itslive_dask.cube.kernel",
+            "itslive_dask.store.write",
+        }
         assert all("version" in info for info in env["modules"].values())

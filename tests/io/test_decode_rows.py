@@ -68,9 +68,16 @@ def test_windows_read_by_rows_equal_h5py_and_a_cached_read():
     fs.pipe_file("/rows.nc", raw)
     with h5py.File(io.BytesIO(raw), "r") as h5:
         index = ChunkIndex.from_h5(h5, ["a"])
-    for rows, cols in [((0, 50), (0, 36)), ((7, 33), (4, 30)), ((19, 21), (0, 1)), ((45, 50), (10, 36))]:
+    for rows, cols in [
+        ((0, 50), (0, 36)),
+        ((7, 33), (4, 30)),
+        ((19, 21), (0, 1)),
+        ((45, 50), (10, 36)),
+    ]:
         plain = read_window_ranged(fs, "/rows.nc", index, ["a"], rows, cols)["a"]
-        cached = read_window_ranged(fs, "/rows.nc", index, ["a"], rows, cols, cache=ChunkCache())["a"]
+        cached = read_window_ranged(fs, "/rows.nc", index, ["a"], rows, cols, cache=ChunkCache())[
+            "a"
+        ]
         want = data[rows[0] : rows[1], cols[0] : cols[1]]
         np.testing.assert_array_equal(plain, want)
         np.testing.assert_array_equal(cached, want)

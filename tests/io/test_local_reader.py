@@ -113,4 +113,3 @@ def test_a_layout_the_decoder_cannot_read_falls_back_to_h5py(local_copies, tmp_p
     for v in VARS:
         np.testing.assert_array_equal(got[v], want[v])
     assert np.isfinite(got["vx"]).any()
-

@@ -28,7 +28,9 @@ BUCKET = "object-size"
 def _h5_bytes(libver: str) -> bytes:
     buf = io.BytesIO()
     with h5py.File(buf, "w", libver=libver) as h5:
-        h5.create_dataset("vx", data=np.arange(50_000, dtype="i2").reshape(200, 250), chunks=(50, 250))
+        h5.create_dataset(
+            "vx", data=np.arange(50_000, dtype="i2").reshape(200, 250), chunks=(50, 250)
+        )
     return buf.getvalue()
 
 
@@ -83,7 +85,9 @@ def test_a_cold_header_sends_no_head(bucket, granule):
 
 def _header(local_s3, key):
     HEADER_CACHE.clear()
-    reader = RangedReader(f"s3://{BUCKET}/{key}", local_s3.storage_options, RetryPolicy(retries=3, backoff=0.0))
+    reader = RangedReader(
+        f"s3://{BUCKET}/{key}", local_s3.storage_options, RetryPolicy(retries=3, backoff=0.0)
+    )
     return reader.header(["vx", "vy"])
 
 

@@ -30,7 +30,9 @@ SHOTS = Path(__file__).parent / "screenshots"
 PREFIX = "/user/alice/proxy/8000"
 
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no /usr/bin/chromium (ci/install-browser.sh)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="no /usr/bin/chromium (ci/install-browser.sh)"
+    ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -70,7 +72,9 @@ def page_url(request, synthetic_archive, tmp_path_factory):
     from itslive_dask.server import BuildConfig, create_app
 
     root = tmp_path_factory.mktemp(f"browser-builds-{request.param}")
-    cfg = BuildConfig(output_root=root, n_workers=1, storage_options=synthetic_archive.storage_options)
+    cfg = BuildConfig(
+        output_root=root, n_workers=1, storage_options=synthetic_archive.storage_options
+    )
     app = create_app(synthetic_archive.table, builds=cfg)
     if request.param == "prefix":  # mounted under a path prefix, as behind a proxy
         served = _Served(Starlette(routes=[Mount(PREFIX, app=app)]))
@@ -102,8 +106,16 @@ def _truth(table, region, start):
     reg = polar(region)
     ok = table["mid_date"].to_numpy() >= np.datetime64(start)
     feet = [polar(f) for f in table.geometry]
-    inner = {g for g, f, t in zip(table["granule_id"], feet, ok, strict=True) if t and f.buffer(-300).intersects(reg)}
-    outer = {g for g, f, t in zip(table["granule_id"], feet, ok, strict=True) if t and f.buffer(300).intersects(reg)}
+    inner = {
+        g
+        for g, f, t in zip(table["granule_id"], feet, ok, strict=True)
+        if t and f.buffer(-300).intersects(reg)
+    }
+    outer = {
+        g
+        for g, f, t in zip(table["granule_id"], feet, ok, strict=True)
+        if t and f.buffer(300).intersects(reg)
+    }
     return inner, outer
 
 
@@ -116,7 +128,12 @@ def test_draw_search_build_preview(browser, page_url, synthetic_archive):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     external: list[str] = []
-    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None
+        ),
+    )
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']", timeout=20_000)
     page.screenshot(path=shots / "1-loaded.png")
@@ -130,7 +147,9 @@ def test_draw_search_build_preview(browser, page_url, synthetic_archive):
         page.mouse.click(x, y)
         page.wait_for_timeout(150)
     page.mouse.click(*pts[0])
-    page.wait_for_function("document.getElementById('region-text').value.length > 10", timeout=10_000)
+    page.wait_for_function(
+        "document.getElementById('region-text').value.length > 10", timeout=10_000
+    )
     region_json = json.loads(page.input_value("#region-text"))
     region = shapely.geometry.shape(region_json)
     assert region.geom_type == "Polygon" and len(region.exterior.coords) == 5 and region.is_valid
@@ -162,11 +181,17 @@ def test_draw_search_build_preview(browser, page_url, synthetic_archive):
     page.fill("#build-name", f"cube-{variant}")
     page.select_option("#resolution", "960")
     page.click("#build")
-    page.wait_for_selector("body[data-build-state='running'], body[data-build-state='done']", timeout=60_000)
+    page.wait_for_selector(
+        "body[data-build-state='running'], body[data-build-state='done']", timeout=60_000
+    )
     page.locator("#build-status").scroll_into_view_if_needed()
     page.screenshot(path=shots / "4-building.png")
-    page.wait_for_selector("body[data-build-state='done'], body[data-build-state='failed']", timeout=240_000)
-    assert page.get_attribute("body", "data-build-state") == "done", page.inner_text("#build-message")
+    page.wait_for_selector(
+        "body[data-build-state='done'], body[data-build-state='failed']", timeout=240_000
+    )
+    assert page.get_attribute("body", "data-build-state") == "done", page.inner_text(
+        "#build-message"
+    )
     page.wait_for_selector("body[data-preview-loaded='1']", timeout=30_000)
     width = page.eval_on_selector("#build-preview", "img => img.naturalWidth")
     assert width > 100

@@ -46,7 +46,10 @@ def test_page_and_vendored_assets_without_builds(stac_server):
     assert cfg["builds_enabled"] is False and cfg["suggested_crs"] == "EPSG:3413"
     r = requests.post(f"{stac_server.url}/builds", json={"name": "x"}, timeout=30)
     assert r.status_code == 403 and "--enable-builds" in r.json()["description"]
-    assert requests.get(f"{stac_server.url}/builds", timeout=30).json() == {"enabled": False, "builds": []}
+    assert requests.get(f"{stac_server.url}/builds", timeout=30).json() == {
+        "enabled": False,
+        "builds": [],
+    }
     # static files are confined to the package's static folder
     for bad in ["static/../app.py", "static/%2e%2e/app.py", "static/..%2fapp.py"]:
         assert requests.get(f"{stac_server.url}/{bad}", timeout=30).status_code == 404
@@ -88,7 +91,10 @@ BAD = [
     ({"end": 2020}, "end"),
     ({"region": shapely.geometry.mapping(shapely.box(0, 60, 40, 80))}, "region"),  # too large
     ({"region": {"type": "Point", "coordinates": [17.7, 78.7]}}, "region"),
-    ({"region": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}}, "region"),
+    (
+        {"region": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
+        "region",
+    ),
     ({"region": shapely.geometry.mapping(shapely.box(-50, 69, -49, 70))}, "region"),  # no granule
     ({"name": "../../etc"}, "name"),
     ({"name": "/tmp/x"}, "name"),

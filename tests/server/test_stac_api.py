@@ -25,7 +25,9 @@ GEOJSON = "application/geo+json"
 #: the property as an array.
 NOT_OURS = [
     re.compile(r"schemas\.stacspec\.org|stac-extensions\.github\.io"),
-    re.compile(r"eo:cloud_cover|'property': 'mission'|\"property\": \"mission\"|mission (NOT )?LIKE"),
+    re.compile(
+        r"eo:cloud_cover|'property': 'mission'|\"property\": \"mission\"|mission (NOT )?LIKE"
+    ),
     re.compile(r"Query Ext\] : (GET|POST) search with Query '\{\"platform\": \{\"in\""),
 ]
 
@@ -130,7 +132,10 @@ def test_limit_above_the_maximum_is_clamped(stac_server, catalog_table, method):
     assert page["context"]["limit"] == MAX_LIMIT
     assert page["numberReturned"] == min(len(catalog_table), MAX_LIMIT)
     for bad in (0, -3):
-        assert requests.get(f"{stac_server.url}/search", params={"limit": bad}, timeout=30).status_code == 400
+        assert (
+            requests.get(f"{stac_server.url}/search", params={"limit": bad}, timeout=30).status_code
+            == 400
+        )
 
 
 # --------------------------------------------------------------------------- intersects
@@ -141,7 +146,9 @@ _TO_3413 = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3413", always_xy=True)
 def _polar(geom):
     """lon/lat geometry -> EPSG:3413, edges densified every 0.01 degree first."""
     dense = shapely.segmentize(geom, 0.01)
-    return shapely.transform(dense, lambda xy: np.column_stack(_TO_3413.transform(xy[:, 0], xy[:, 1])))
+    return shapely.transform(
+        dense, lambda xy: np.column_stack(_TO_3413.transform(xy[:, 0], xy[:, 1]))
+    )
 
 
 def _truth(table, parts, tol=300.0):
@@ -168,8 +175,9 @@ def _geometries(table):
         "LineString": line,
         "MultiLineString": shapely.MultiLineString([line, far]),
         "Polygon": shapely.box(17.3, 78.42, 17.6, 78.5),
-        "MultiPolygon": shapely.MultiPolygon([shapely.box(17.3, 78.42, 17.6, 78.5),
-                                              shapely.box(15.86, 79.0, 16.0, 79.1)]),
+        "MultiPolygon": shapely.MultiPolygon(
+            [shapely.box(17.3, 78.42, 17.6, 78.5), shapely.box(15.86, 79.0, 16.0, 79.1)]
+        ),
         "GeometryCollection": shapely.GeometryCollection([south, far]),
         "Point far away": shapely.Point(-40.0, 70.0),
         "Point in the middle": mid,
@@ -187,7 +195,9 @@ def test_intersects_takes_every_geojson_type(stac_server, catalog_table, method)
             r = requests.get(f"{stac_server.url}/search",
                              params={"intersects": json.dumps(gj), "limit": 1000}, timeout=30)  # fmt: skip
         else:
-            r = requests.post(f"{stac_server.url}/search", json={"intersects": gj, "limit": 1000}, timeout=30)
+            r = requests.post(
+                f"{stac_server.url}/search", json={"intersects": gj, "limit": 1000}, timeout=30
+            )
         assert r.status_code == 200, (label, r.text[:300])
         found = {f["id"] for f in r.json()["features"]}
         assert inner <= found <= outer, (label, sorted(inner - found), sorted(found - outer))

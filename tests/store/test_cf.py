@@ -50,12 +50,18 @@ def _check(path: str, checker: str, tmp_path) -> tuple[list[str], list[str]]:
     """Run the IOOS compliance checker; (errors, warnings) as its report lists them."""
     out = str(tmp_path / f"{os.path.basename(path)}.json")
     done = subprocess.run(
-        [sys.executable, "-c", _CHECKER, path, checker, out], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _CHECKER, path, checker, out],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert os.path.exists(out), done.stderr[-2000:]
     with open(out) as f:
         report = json.load(f)[checker]
-    msgs = {k: [f"{r['name']}: {m}" for r in report[k] for m in r["msgs"]] for k in ("high_priorities", "medium_priorities")}
+    msgs = {
+        k: [f"{r['name']}: {m}" for r in report[k] for m in r["msgs"]]
+        for k in ("high_priorities", "medium_priorities")
+    }
     return msgs["high_priorities"], msgs["medium_priorities"]
 
 
@@ -133,7 +139,9 @@ def test_store_metadata_is_cf(built):
     assert ds.rio.crs.to_epsg() == 3413
     # standard names only from the CF table that the checker ships; long_name elsewhere
     spec = importlib.util.find_spec("compliance_checker")  # its data, without importing it
-    table = ET.parse(os.path.join(os.path.dirname(spec.origin), "data", "cf-standard-name-table.xml"))
+    table = ET.parse(
+        os.path.join(os.path.dirname(spec.origin), "data", "cf-standard-name-table.xml")
+    )
     names = {e.get("id") for e in table.getroot().iter("entry")}
     for name, var in ds.variables.items():
         sn = var.attrs.get("standard_name")
@@ -152,11 +160,18 @@ def test_history_names_every_run_and_provenance_survives_append(built):
     lines = ds.attrs["history"].splitlines()
     # one line per generation each run built or checked, oldest first
     assert len(lines) == 4, lines
-    for line, mode, gen in zip(lines, ("create", "append", "resume", "resume"), (1, 2, 1, 2), strict=True):
-        assert f"itslive_dask {itslive_dask.__version__} write_cube mode={mode}: generation {gen} " in line, line
+    for line, mode, gen in zip(
+        lines, ("create", "append", "resume", "resume"), (1, 2, 1, 2), strict=True
+    ):
+        assert (
+            f"itslive_dask {itslive_dask.__version__} write_cube mode={mode}: generation {gen} "
+            in line
+        ), line
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: ", line), line
     # the other root attributes survive the append
-    assert ds.attrs["title"].endswith("(itslive_dask)") and ds.attrs["Conventions"].startswith("CF-")
+    assert ds.attrs["title"].endswith("(itslive_dask)") and ds.attrs["Conventions"].startswith(
+        "CF-"
+    )
     assert ds.sizes["mid_date"] == 10
     urls = dict(zip(granules["granule_id"], granules["url"], strict=True))
     got = {str(g): str(u) for g, u in zip(ds.granule_id.values, ds.granule_url.values, strict=True)}
@@ -172,15 +187,26 @@ def test_timeseries_copy_and_int16_stay_cf_clean(tmp_path, synthetic_archive, da
     inside = t[t.intersects(arch.region)].reset_index(drop=True).iloc[:4]
     store = str(tmp_path / "ts.zarr")
     write_cube(
-        inside, store, arch.region, storage_options=arch.storage_options, chunks=(4, 96, 96), client=dask_client,
-        layout="timeseries", timeseries_chunks={"mid_date": 4, "y": 32, "x": 32}, velocity_encoding="int16",
+        inside,
+        store,
+        arch.region,
+        storage_options=arch.storage_options,
+        chunks=(4, 96, 96),
+        client=dask_client,
+        layout="timeseries",
+        timeseries_chunks={"mid_date": 4, "y": 32, "x": 32},
+        velocity_encoding="int16",
     )
     root = zarr.open_group(store, mode="r", use_consolidated=False)
     for c in ("x", "y"):
         assert "_FillValue" not in root[c].attrs, c
     assert root["vx"].dtype == np.int16 and root["vx"].chunks == (4, 32, 32)
     ds = open_store(store)
-    assert ds.vx.dtype == np.float32 and np.isnan(ds.vx.values).any() and np.isfinite(ds.vx.values).any()
+    assert (
+        ds.vx.dtype == np.float32
+        and np.isnan(ds.vx.values).any()
+        and np.isfinite(ds.vx.values).any()
+    )
     nc = str(tmp_path / "ts.nc")
     ds.to_netcdf(nc, engine="h5netcdf")
     errors, warnings = _check(nc, _cf_checker_name(ds.attrs["Conventions"]), tmp_path)
@@ -189,4 +215,7 @@ def test_timeseries_copy_and_int16_stay_cf_clean(tmp_path, synthetic_archive, da
     import h5py
 
     with h5py.File(nc, "r") as f:
-        assert f["vx"].dtype == np.int16 and int(np.asarray(f["vx"].attrs["_FillValue"]).ravel()[0]) == -32767
+        assert (
+            f["vx"].dtype == np.int16
+            and int(np.asarray(f["vx"].attrs["_FillValue"]).ravel()[0]) == -32767
+        )

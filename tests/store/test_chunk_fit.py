@@ -40,7 +40,13 @@ def test_a_small_cube_is_stored_in_chunks_of_its_own_size(tmp_path, synthetic_ar
     plan = make_plan(table, synthetic_archive.region, storage_options=so)
     ny, nx = plan.grid.height, plan.grid.width
     assert ny < 512 and nx < 512, "the synthetic region must be smaller than a default block"
-    write_cube(table, str(tmp_path / "c.zarr"), synthetic_archive.region, storage_options=so, client=dask_client)
+    write_cube(
+        table,
+        str(tmp_path / "c.zarr"),
+        synthetic_archive.region,
+        storage_options=so,
+        client=dask_client,
+    )
     z = xr.open_zarr(tmp_path / "c.zarr")
     for v in VARS:
         assert z[v].encoding["chunks"] == (16, ny, nx), v
@@ -56,14 +62,32 @@ def test_a_store_with_overhanging_chunks_is_resumed_and_appended_as_it_is(
     so, region = synthetic_archive.storage_options, synthetic_archive.region
     with monkeypatch.context() as m:  # the planner of earlier versions: chunks as asked
         m.setattr(lazy, "fit_chunks", lambda chunks, grid: chunks)
-        write_cube(first, str(tmp_path / "old.zarr"), region, storage_options=so, client=dask_client)
-        write_cube(table, str(tmp_path / "all.zarr"), region, storage_options=so, client=dask_client)
+        write_cube(
+            first, str(tmp_path / "old.zarr"), region, storage_options=so, client=dask_client
+        )
+        write_cube(
+            table, str(tmp_path / "all.zarr"), region, storage_options=so, client=dask_client
+        )
     old = xr.open_zarr(tmp_path / "old.zarr")
     assert old["vx"].encoding["chunks"] == (16, 512, 512)
 
-    again = write_cube(first, str(tmp_path / "old.zarr"), region, storage_options=so, client=dask_client, mode="resume")
+    again = write_cube(
+        first,
+        str(tmp_path / "old.zarr"),
+        region,
+        storage_options=so,
+        client=dask_client,
+        mode="resume",
+    )
     assert again.failed == [] and again.blocks_written == 0
-    more = write_cube(rest, str(tmp_path / "old.zarr"), region, storage_options=so, client=dask_client, mode="append")
+    more = write_cube(
+        rest,
+        str(tmp_path / "old.zarr"),
+        region,
+        storage_options=so,
+        client=dask_client,
+        mode="append",
+    )
     assert more.failed == [] and more.blocks_written > 0
     got, want = xr.open_zarr(tmp_path / "old.zarr"), xr.open_zarr(tmp_path / "all.zarr")
     assert got.sizes == want.sizes

@@ -54,8 +54,12 @@ def built(inputs, synthetic_archive, local_s3, dask_client, tmp_path):
     store = tmp_path / "cube.zarr"
     with S3Proxy(local_s3) as proxy:
         res = write_cube(
-            inputs, str(store), synthetic_archive.region, storage_options=proxy.storage_options,
-            chunks=CHUNKS, client=dask_client,
+            inputs,
+            str(store),
+            synthetic_archive.region,
+            storage_options=proxy.storage_options,
+            chunks=CHUNKS,
+            client=dask_client,
         )
         first = proxy.reset_stats()
     assert res.failed == [] and res.granules_read > 0
@@ -96,7 +100,10 @@ def test_resume_after_lost_markers_reads_only_whole_chunks(
     _lose_markers(store)
     with S3Proxy(local_s3) as proxy:
         again = write_cube(
-            inputs, str(store), mode="resume", storage_options=proxy.storage_options,
+            inputs,
+            str(store),
+            mode="resume",
+            storage_options=proxy.storage_options,
             client=dask_client,
         )
         st = proxy.reset_stats()
@@ -112,9 +119,7 @@ def test_resume_after_lost_markers_reads_only_whole_chunks(
         assert resumed[v].values.tobytes() == cube[v].values.tobytes(), v
 
 
-def test_a_record_that_does_not_fit_its_object_is_replaced(
-    built, inputs, local_s3, dask_client
-):
+def test_a_record_that_does_not_fit_its_object_is_replaced(built, inputs, local_s3, dask_client):
     """A kept chunk index pointing at wrong bytes (the object was replaced): the block reads
     the granule's header again, the cube is still right and the record is rewritten."""
     store, _, _, cube = built
@@ -128,7 +133,10 @@ def test_a_record_that_does_not_fit_its_object_is_replaced(
     _lose_markers(store)
     with S3Proxy(local_s3) as proxy:
         again = write_cube(
-            inputs, str(store), mode="resume", storage_options=proxy.storage_options,
+            inputs,
+            str(store),
+            mode="resume",
+            storage_options=proxy.storage_options,
             client=dask_client,
         )
     assert again.failed == []

@@ -66,8 +66,16 @@ def _make_corpus(folder, good_files):
                 del h[gm].attrs[a]
 
     _variant(g, add(f"{stem}_nocrs.nc", "missing CRS"), no_crs)
-    _variant(g, add(f"{stem}_wrongcrs.nc", "wrong CRS (geographic)"), lambda h: h[gm].attrs.modify("spatial_epsg", 4326))
-    _variant(g, add(f"{stem}_nanx.nc", "NaN coordinates"), lambda h: h["x"].__setitem__(slice(None), np.nan))
+    _variant(
+        g,
+        add(f"{stem}_wrongcrs.nc", "wrong CRS (geographic)"),
+        lambda h: h[gm].attrs.modify("spatial_epsg", 4326),
+    )
+    _variant(
+        g,
+        add(f"{stem}_nanx.nc", "NaN coordinates"),
+        lambda h: h["x"].__setitem__(slice(None), np.nan),
+    )
 
     def shuffled(h):
         x = h["x"][...]
@@ -82,7 +90,9 @@ def _make_corpus(folder, good_files):
         h.create_dataset("x", data=np.arange(100_000, dtype="f8") * 120.0)
         h.create_dataset("y", data=-np.arange(100_000, dtype="f8") * 120.0)
         for name in ("vx", "vy", "v"):
-            h.create_dataset(name, shape=(100_000, 100_000), dtype="i2", chunks=(1000, 1000), fillvalue=-32767)
+            h.create_dataset(
+                name, shape=(100_000, 100_000), dtype="i2", chunks=(1000, 1000), fillvalue=-32767
+            )
 
     _variant(g, add(f"{stem}_huge.nc", "claims 10^10 pixels"), huge)
     odd = folder / "ünïcødé ✓ ..%2F..%2Fetc"
@@ -112,11 +122,16 @@ def test_hostile_folder_builds_and_names_every_bad_file(tmp_path, good, dask_cli
     for name, what in corpus.items():
         gid = name[:-3]
         # a ledger entry: failed, or skipped (e.g. the huge file's footprint misses the region)
-        assert name in failed or gid in {f["granule_id"] for f in res.failed} or gid in skipped, (name, what)
+        assert name in failed or gid in {f["granule_id"] for f in res.failed} or gid in skipped, (
+            name,
+            what,
+        )
         if gid in built:  # a file whose header reads but whose data cannot be used
             assert z.granule_status.values[list(z.granule_id.values).index(gid)] == 1, name
     assert res.peak_worker_rss < PEAK_RSS_LIMIT
-    print(f"\nhostile corpus: {len(corpus)} bad files, all in the ledger; {elapsed:.1f} s; peak worker RSS {res.peak_worker_rss / 2**20:.0f} MiB")
+    print(
+        f"\nhostile corpus: {len(corpus)} bad files, all in the ledger; {elapsed:.1f} s; peak worker RSS {res.peak_worker_rss / 2**20:.0f} MiB"
+    )
     for name in corpus:  # read alone: a clear GranuleError naming the file
         with pytest.raises(GranuleError) as err:
             open_granule(str(folder / name))

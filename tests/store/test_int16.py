@@ -25,7 +25,11 @@ VELOCITIES = ("vx", "vy", "v", "v_error")
 
 
 def test_encode_int16_rounds_half_to_even_and_fills_nan():
-    got = encode_int16(np.array([2.5, 3.5, -0.5, -1.5, 0.49, 0.51, -7.2, np.nan, 1e6, -1e6, np.inf], dtype="float32"))
+    got = encode_int16(
+        np.array(
+            [2.5, 3.5, -0.5, -1.5, 0.49, 0.51, -7.2, np.nan, 1e6, -1e6, np.inf], dtype="float32"
+        )
+    )
     assert got.dtype == np.int16
     assert got.tolist() == [2, 4, 0, -2, 0, 1, -7, -32767, 32767, -32766, 32767]
 
@@ -75,7 +79,10 @@ def test_int16_store_matches_float32_store_and_truth(pair, synthetic_archive):
         assert raw[v].attrs.get("_FillValue") == INT16_FILL or raw[v].fill_value == INT16_FILL
     assert json.loads(raw.attrs["itslive_dask"])["velocity_encoding"] == "int16"
     f32, i16 = xr.open_zarr(f32_path).compute(), xr.open_zarr(i16_path).compute()
-    assert xr.open_zarr(f32_path).vx.dtype == np.float32 and zarr.open_group(f32_path, mode="r")["vx"].dtype == np.float32
+    assert (
+        xr.open_zarr(f32_path).vx.dtype == np.float32
+        and zarr.open_group(f32_path, mode="r")["vx"].dtype == np.float32
+    )
     n = _assert_close_to_float(i16, f32)
     assert n > 10_000
     # against the analytic truth: the granule's own int16 rounding plus the store's
@@ -121,5 +128,10 @@ def test_append_and_resume_keep_int16(pair, tmp_path, synthetic_archive):
 
 def test_unknown_encoding_is_refused_before_writing(tmp_path, synthetic_archive):
     with pytest.raises(InvalidInputError, match="velocity_encoding"):
-        write_cube(synthetic_archive.table.iloc[:2], str(tmp_path / "x.zarr"), synthetic_archive.region, velocity_encoding="int8")
+        write_cube(
+            synthetic_archive.table.iloc[:2],
+            str(tmp_path / "x.zarr"),
+            synthetic_archive.region,
+            velocity_encoding="int8",
+        )
     assert not (tmp_path / "x.zarr").exists()

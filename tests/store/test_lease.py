@@ -513,7 +513,9 @@ def test_a_stale_lease_of_another_machine_is_taken_over_by_resume(
         np.testing.assert_array_equal(z[v].values, ref[v].values)
 
 
-def test_a_build_stopped_by_an_error_stops_its_blocks(tmp_path, small, synthetic_archive, dask_client):
+def test_a_build_stopped_by_an_error_stops_its_blocks(
+    tmp_path, small, synthetic_archive, dask_client
+):
     """An error in the progress callback stops ``write_cube``; the blocks that had not
     started are cancelled, so nothing writes into the store once its lease is released (on
     f91ee55 every block went on running and writing after ``write_cube`` had raised)."""
@@ -521,7 +523,9 @@ def test_a_build_stopped_by_an_error_stops_its_blocks(tmp_path, small, synthetic
 
     store = tmp_path / "stopped.zarr"
     chunks = (2, 64, 64)
-    total = len(make_plan(small, synthetic_archive.region, chunks=chunks).blocks)  # blocks that read
+    total = len(
+        make_plan(small, synthetic_archive.region, chunks=chunks).blocks
+    )  # blocks that read
 
     def boom(done, total):
         if done:

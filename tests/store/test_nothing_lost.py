@@ -32,7 +32,11 @@ def folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("downloads")
     config = SyntheticConfig(
-        n_granules=6, seed=5, noise_std=0.0, v1_fraction=0.0, outside_fraction=0.0,
+        n_granules=6,
+        seed=5,
+        noise_std=0.0,
+        v1_fraction=0.0,
+        outside_fraction=0.0,
         granule_pixels=(120, 160),
     )
     table = generate_archive(str(root), config)
@@ -97,8 +101,13 @@ def test_s3_markers_written_after_the_first_listing_are_seen(
     local_s3.create_bucket("nl-cubes")
     url = "s3://nl-cubes/markers.zarr"
     res = write_cube(
-        table, url, synthetic_archive.region, storage_options=so, store_options=sto,
-        chunks=CHUNKS, client=dask_client,
+        table,
+        url,
+        synthetic_archive.region,
+        storage_options=so,
+        store_options=sto,
+        chunks=CHUNKS,
+        client=dask_client,
     )
     assert {f["granule_id"] for f in res.failed} == {gid}
     # the state of a build killed before these blocks finished: their markers are missing
@@ -110,8 +119,13 @@ def test_s3_markers_written_after_the_first_listing_are_seen(
     # a fresh client process has no cached listing
     fsspec.core.url_to_fs(url, **sto)[0].invalidate_cache()
     res = write_cube(
-        table, url, synthetic_archive.region, storage_options=so, store_options=sto,
-        mode="resume", client=dask_client,
+        table,
+        url,
+        synthetic_archive.region,
+        storage_options=so,
+        store_options=sto,
+        mode="resume",
+        client=dask_client,
     )
     assert {f["granule_id"] for f in res.failed} == {gid}
     ledger = read_ledger(url, sto)
@@ -132,11 +146,15 @@ def test_append_keeps_root_attributes_and_records_its_generation(
     Conventions, projection, region_wkt and vector_convention were gone afterwards."""
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     store = tmp_path / "app.zarr"
-    write_cube(small.iloc[:8], str(store), region, storage_options=so, chunks=CHUNKS, client=dask_client)
+    write_cube(
+        small.iloc[:8], str(store), region, storage_options=so, chunks=CHUNKS, client=dask_client
+    )
     before = dict(xr.open_zarr(store).attrs)
     for key in ("title", "Conventions", "vector_convention"):
         assert key in before, key
-    res = write_cube(small, str(store), region, storage_options=so, mode="append", client=dask_client)
+    res = write_cube(
+        small, str(store), region, storage_options=so, mode="append", client=dask_client
+    )
     assert res.layers_added > 0
     after = dict(xr.open_zarr(store).attrs)
     for key, value in before.items():
@@ -160,7 +178,9 @@ def test_append_never_reuses_a_mid_date(tmp_path, small, synthetic_archive, dask
     extra = small.iloc[8:12].copy()
     # give every new granule the mid_date of a layer already in the cube
     extra["mid_date"] = [np.datetime64(t, "ns") for t in taken[: len(extra)]]
-    res = write_cube(extra, str(store), region, storage_options=so, mode="append", client=dask_client)
+    res = write_cube(
+        extra, str(store), region, storage_options=so, mode="append", client=dask_client
+    )
     assert res.layers_added == len(extra)
     z = xr.open_zarr(store)
     dates = z.mid_date.values
@@ -170,7 +190,9 @@ def test_append_never_reuses_a_mid_date(tmp_path, small, synthetic_archive, dask
         assert str(z.sel(mid_date=t).granule_id.values) == gid
 
 
-def test_timeseries_copy_says_whether_it_is_complete(tmp_path, small, synthetic_archive, dask_client):
+def test_timeseries_copy_says_whether_it_is_complete(
+    tmp_path, small, synthetic_archive, dask_client
+):
     """Defect 6. On 6310d19 a time-series copy carried no completion marker: a copy killed
     half-way was a readable store whose missing chunks read as NaN. Now the copy carries
     ``itslive_dask_timeseries`` with ``complete`` false until every chunk is written."""
@@ -178,7 +200,15 @@ def test_timeseries_copy_says_whether_it_is_complete(tmp_path, small, synthetic_
 
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     store = tmp_path / "ts.zarr"
-    write_cube(small, str(store), region, storage_options=so, chunks=CHUNKS, client=dask_client, layout="timeseries")
+    write_cube(
+        small,
+        str(store),
+        region,
+        storage_options=so,
+        chunks=CHUNKS,
+        client=dask_client,
+        layout="timeseries",
+    )
     info = json.loads(xr.open_zarr(store).attrs["itslive_dask_timeseries"])
     assert info["complete"] is True
     # a copy that dies half-way (a source chunk is corrupt) says it is incomplete

@@ -39,7 +39,9 @@ def _grep_tree(root: Path) -> int:
     return n
 
 
-def test_fake_secrets_never_leak(tmp_path, synthetic_archive, local_s3, dask_client, caplog, capsys):
+def test_fake_secrets_never_leak(
+    tmp_path, synthetic_archive, local_s3, dask_client, caplog, capsys
+):
     opts = {**synthetic_archive.storage_options, "key": KEY, "secret": SECRET, "token": TOKEN}
     table = synthetic_archive.table.iloc[:6].copy().reset_index(drop=True)
     # a granule that fails, by a URL carrying a signature in its query
@@ -48,8 +50,14 @@ def test_fake_secrets_never_leak(tmp_path, synthetic_archive, local_s3, dask_cli
     caplog.set_level(logging.DEBUG, logger="itslive_dask")
     seen: list[str] = []
     res = write_cube(
-        table, str(store), synthetic_archive.region, storage_options=opts, chunks=(8, 96, 96),
-        client=dask_client, progress=lambda d, t: print(f"{d}/{t}"), announce=seen.append,
+        table,
+        str(store),
+        synthetic_archive.region,
+        storage_options=opts,
+        chunks=(8, 96, 96),
+        client=dask_client,
+        progress=lambda d, t: print(f"{d}/{t}"),
+        announce=seen.append,
     )
     assert res.failed  # the failing granule is reported...
     _grep(repr(res) + str(res.failed), "the WriteResult")  # ...without its signature
@@ -58,9 +66,18 @@ def test_fake_secrets_never_leak(tmp_path, synthetic_archive, local_s3, dask_cli
     # output to a missing bucket: a clear error, without the store's credentials
     with pytest.raises(ItsliveDaskError) as err:
         write_cube(
-            table, "s3://no-such-bucket-here/c.zarr", synthetic_archive.region,
-            storage_options=opts, store_options={**local_s3.storage_options, "key": KEY, "secret": SECRET, "token": TOKEN},
-            chunks=(8, 96, 96), client=dask_client,
+            table,
+            "s3://no-such-bucket-here/c.zarr",
+            synthetic_archive.region,
+            storage_options=opts,
+            store_options={
+                **local_s3.storage_options,
+                "key": KEY,
+                "secret": SECRET,
+                "token": TOKEN,
+            },
+            chunks=(8, 96, 96),
+            client=dask_client,
         )
     _grep(str(err.value), "the missing-bucket error")
 

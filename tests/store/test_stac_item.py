@@ -37,14 +37,23 @@ def cube(tmp_path_factory, synthetic_archive, dask_client):
     t = arch.table
     inside = t[t.intersects(arch.region)].reset_index(drop=True).iloc[:6]
     store = str(tmp_path_factory.mktemp("stac") / "svalbard.zarr")
-    write_cube(inside, store, arch.region, storage_options=arch.storage_options, chunks=(4, 96, 96), client=dask_client)
+    write_cube(
+        inside,
+        store,
+        arch.region,
+        storage_options=arch.storage_options,
+        chunks=(4, 96, 96),
+        client=dask_client,
+    )
     return store, inside
 
 
 def _core_valid(d: dict) -> None:
     from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
-    JsonSchemaSTACValidator().validate_core(d, pystac.STACObjectType.ITEM, d["stac_version"], "item.json")
+    JsonSchemaSTACValidator().validate_core(
+        d, pystac.STACObjectType.ITEM, d["stac_version"], "item.json"
+    )
 
 
 def test_item_reads_back_and_validates(cube):
@@ -65,8 +74,12 @@ def test_item_reads_back_and_validates(cube):
     assert set(item.stac_extensions) == {DATACUBE_SCHEMA, PROJECTION_SCHEMA}
     ds = xr.open_zarr(store)
     # time range: first acquisition .. last acquisition of the granules in the cube
-    assert pd.Timestamp(item.common_metadata.start_datetime).tz_localize(None) == pd.Timestamp(granules["acquisition_date_img1"].min())
-    assert pd.Timestamp(item.common_metadata.end_datetime).tz_localize(None) == pd.Timestamp(granules["acquisition_date_img2"].max())
+    assert pd.Timestamp(item.common_metadata.start_datetime).tz_localize(None) == pd.Timestamp(
+        granules["acquisition_date_img1"].min()
+    )
+    assert pd.Timestamp(item.common_metadata.end_datetime).tz_localize(None) == pd.Timestamp(
+        granules["acquisition_date_img2"].max()
+    )
 
     dc = DatacubeExtension.ext(item)
     assert dc.dimensions["mid_date"].dim_type == DimensionType.TEMPORAL
@@ -107,7 +120,9 @@ def test_cli_info_writes_the_item(cube, tmp_path):
     out = tmp_path / "item.json"
     res = subprocess.run(
         [sys.executable, "-m", "itslive_dask.cli.app", "info", store, "--stac-item", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     item = pystac.Item.from_file(str(out))

@@ -41,32 +41,60 @@ def small(synthetic_archive):
 
 @pytest.fixture(scope="module")
 def reference(small, synthetic_archive, dask_client):
-    cube = open_cube(small, synthetic_archive.region, storage_options=synthetic_archive.storage_options, chunks=(8, 96, 96))
+    cube = open_cube(
+        small,
+        synthetic_archive.region,
+        storage_options=synthetic_archive.storage_options,
+        chunks=(8, 96, 96),
+    )
     return cube.compute()
 
 
-def test_written_store_equals_computed_cube(tmp_path, small, synthetic_archive, dask_client, reference):
+def test_written_store_equals_computed_cube(
+    tmp_path, small, synthetic_archive, dask_client, reference
+):
     store = tmp_path / "cube.zarr"
     seen = []
     res = write_cube(
-        small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-        chunks=(8, 96, 96), client=dask_client, progress=lambda d, t: seen.append((d, t)),
+        small,
+        str(store),
+        synthetic_archive.region,
+        storage_options=synthetic_archive.storage_options,
+        chunks=(8, 96, 96),
+        client=dask_client,
+        progress=lambda d, t: seen.append((d, t)),
     )
     assert res.failed == [] and res.blocks_written == res.blocks_total > 0
     assert seen[-1] == (res.blocks_total, res.blocks_total)
-    print(f"\nwrote {res.shape} in {res.elapsed:.1f} s, {res.blocks_written} blocks, peak worker RSS {res.peak_worker_rss / 2**20:.0f} MiB")
+    print(
+        f"\nwrote {res.shape} in {res.elapsed:.1f} s, {res.blocks_written} blocks, peak worker RSS {res.peak_worker_rss / 2**20:.0f} MiB"
+    )
     z = xr.open_zarr(store)
     assert z.rio.crs.to_epsg() == reference.rio.crs.to_epsg()
     for v in VARS:
         assert z[v].values.tobytes() == reference[v].values.tobytes(), v
         assert z[v].encoding["chunks"] == (8, 96, 96)
-    for c in ("mid_date", "x", "y", "granule_id", "acquisition_date_img1", "date_dt", "source_epsg"):
+    for c in (
+        "mid_date",
+        "x",
+        "y",
+        "granule_id",
+        "acquisition_date_img1",
+        "date_dt",
+        "source_epsg",
+    ):
         assert np.array_equal(z[c].values, reference[c].values), c
     assert (z.granule_status.values == 0).all()
     # refuses to overwrite; the store is left as it was
     before = _data_files(store)
     with pytest.raises(StoreError, match="already exists"):
-        write_cube(small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options, client=dask_client)
+        write_cube(
+            small,
+            str(store),
+            synthetic_archive.region,
+            storage_options=synthetic_archive.storage_options,
+            client=dask_client,
+        )
     assert _data_files(store) == before
 
 
@@ -74,15 +102,23 @@ def test_s3_output_and_zarr_v2(small, synthetic_archive, local_s3, dask_client, 
     local_s3.create_bucket("cubes")
     url = "s3://cubes/pig-v2.zarr"
     write_cube(
-        small, url, synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-        store_options=local_s3.storage_options, chunks=(8, 96, 96), zarr_format=2, client=dask_client,
+        small,
+        url,
+        synthetic_archive.region,
+        storage_options=synthetic_archive.storage_options,
+        store_options=local_s3.storage_options,
+        chunks=(8, 96, 96),
+        zarr_format=2,
+        client=dask_client,
     )
     z = xr.open_zarr(url, storage_options=local_s3.storage_options)
     assert z.rio.crs.to_epsg() == 3413
     for v in VARS:
         assert z[v].values.tobytes() == reference[v].values.tobytes(), v
     text = local_s3.filesystem().cat_file("cubes/pig-v2.zarr/.zattrs").decode()
-    secret = local_s3.storage_options.get("secret") or local_s3.storage_options.get("aws_secret_access_key")
+    secret = local_s3.storage_options.get("secret") or local_s3.storage_options.get(
+        "aws_secret_access_key"
+    )
     assert secret is None or secret not in text
 
 
@@ -104,11 +140,17 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path, small, synthetic_arch
     table = small
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     ref_store = tmp_path / "ref.zarr"
-    write_cube(table, str(ref_store), region, storage_options=so, chunks=(2, 128, 128), client=dask_client)
+    write_cube(
+        table, str(ref_store), region, storage_options=so, chunks=(2, 128, 128), client=dask_client
+    )
 
     store = tmp_path / "killed.zarr"
     args = tmp_path / "args.pkl"
-    args.write_bytes(pickle.dumps({"table": table, "store": str(store), "region": region, "so": so, "mode": "create"}))
+    args.write_bytes(
+        pickle.dumps(
+            {"table": table, "store": str(store), "region": region, "so": so, "mode": "create"}
+        )
+    )
     script = tmp_path / "build.py"
     script.write_text(KILL_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(args)], start_new_session=True)
@@ -126,7 +168,9 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path, small, synthetic_arch
     total = len(list((ref_store / "_itslive" / "blocks").glob("*.json")))
     assert 0 < done_before < total, "the build must be interrupted part-way"
 
-    res = write_cube(table, str(store), region, storage_options=so, mode="resume", client=dask_client)
+    res = write_cube(
+        table, str(store), region, storage_options=so, mode="resume", client=dask_client
+    )
     assert res.blocks_skipped >= done_before and res.blocks_written == total - res.blocks_skipped
     assert _data_files(store) == _data_files(ref_store)
     a, b = xr.open_zarr(store), xr.open_zarr(ref_store)
@@ -138,30 +182,42 @@ def test_append_adds_only_new_granules(tmp_path, small, synthetic_archive, dask_
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     first = small.iloc[::2]
     store = tmp_path / "app.zarr"
-    write_cube(first, str(store), region, storage_options=so, chunks=(4, 96, 96), client=dask_client)
+    write_cube(
+        first, str(store), region, storage_options=so, chunks=(4, 96, 96), client=dask_client
+    )
     before = xr.open_zarr(store).load()
-    res = write_cube(small, str(store), region, storage_options=so, mode="append", client=dask_client)
+    res = write_cube(
+        small, str(store), region, storage_options=so, mode="append", client=dask_client
+    )
     n_new = len(small) - len(first)
     assert res.layers_added <= n_new and res.layers_added > 0
-    assert sum(s["reason"] == "already in the cube" for s in res.skipped) == before.sizes["mid_date"]
+    assert (
+        sum(s["reason"] == "already in the cube" for s in res.skipped) == before.sizes["mid_date"]
+    )
     after = xr.open_zarr(store).load()
     n0 = before.sizes["mid_date"]
     for v in VARS:  # existing layers untouched
         assert after[v].values[:n0].tobytes() == before[v].values.tobytes()
     # equals a build from the union, modulo layer order (appended layers come last)
     union = tmp_path / "union.zarr"
-    write_cube(small, str(union), region, storage_options=so, chunks=(4, 96, 96), client=dask_client)
+    write_cube(
+        small, str(union), region, storage_options=so, chunks=(4, 96, 96), client=dask_client
+    )
     u = xr.open_zarr(union).load()
     s = after.sortby("mid_date")
     assert np.array_equal(s.granule_id.values, u.granule_id.values)
     for v in VARS:
         assert s[v].values.tobytes() == u[v].values.tobytes()
     # a second identical append writes nothing
-    again = write_cube(small, str(store), region, storage_options=so, mode="append", client=dask_client)
+    again = write_cube(
+        small, str(store), region, storage_options=so, mode="append", client=dask_client
+    )
     assert again.layers_added == 0 and again.blocks_written == 0
 
 
-def test_failures_go_to_ledger_and_resume_retries_them(tmp_path, small, synthetic_archive, local_s3, dask_client, reference):
+def test_failures_go_to_ledger_and_resume_retries_them(
+    tmp_path, small, synthetic_archive, local_s3, dask_client, reference
+):
     region, so = synthetic_archive.region, synthetic_archive.storage_options
     fs = local_s3.filesystem()
     # copy the subset to a scratch bucket so the shared archive stays intact
@@ -184,7 +240,9 @@ def test_failures_go_to_ledger_and_resume_retries_them(tmp_path, small, syntheti
     fs.pipe_file(corrupt_url, b"this is not HDF5" * 100)
 
     store = tmp_path / "fail.zarr"
-    res = write_cube(table, str(store), region, storage_options=so, chunks=(8, 96, 96), client=dask_client)
+    res = write_cube(
+        table, str(store), region, storage_options=so, chunks=(8, 96, 96), client=dask_client
+    )
     failed = {f["granule_id"]: f for f in res.failed}
     assert set(failed) == set(busy)
     assert "not found" in failed[busy[0]]["error"]
@@ -201,8 +259,13 @@ def test_failures_go_to_ledger_and_resume_retries_them(tmp_path, small, syntheti
 
     # repair the objects and resume: only the failed granules are retried
     fs.pipe_file(missing_url, saved)
-    fs.pipe_file(corrupt_url, fs.cat_file(synthetic_archive.table.set_index("granule_id").loc[busy[1], "url"]))
-    res2 = write_cube(table, str(store), region, storage_options=so, mode="resume", client=dask_client)
+    fs.pipe_file(
+        corrupt_url,
+        fs.cat_file(synthetic_archive.table.set_index("granule_id").loc[busy[1], "url"]),
+    )
+    res2 = write_cube(
+        table, str(store), region, storage_options=so, mode="resume", client=dask_client
+    )
     assert res2.failed == []
     assert res2.granules_read == 2
     z = xr.open_zarr(store).load()
@@ -211,11 +274,19 @@ def test_failures_go_to_ledger_and_resume_retries_them(tmp_path, small, syntheti
         assert z[v].values.tobytes() == reference[v].values.tobytes()
 
 
-def test_timeseries_layout_is_a_bounded_memory_rechunk(tmp_path, small, synthetic_archive, dask_client, reference):
+def test_timeseries_layout_is_a_bounded_memory_rechunk(
+    tmp_path, small, synthetic_archive, dask_client, reference
+):
     store = tmp_path / "ts.zarr"
     write_cube(
-        small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-        chunks=(8, 96, 96), client=dask_client, layout="timeseries", timeseries_chunks=(1000, 20, 20),
+        small,
+        str(store),
+        synthetic_archive.region,
+        storage_options=synthetic_archive.storage_options,
+        chunks=(8, 96, 96),
+        client=dask_client,
+        layout="timeseries",
+        timeseries_chunks=(1000, 20, 20),
     )
     z = xr.open_zarr(store)
     n = reference.sizes["mid_date"]
@@ -240,9 +311,22 @@ def test_separate_scheduler_and_worker_processes(tmp_path, small, synthetic_arch
     env = dict(os.environ)
     procs = [
         subprocess.Popen(
-            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(sched_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+            [
+                dask_cli,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
     ]
     try:
@@ -252,9 +336,23 @@ def test_separate_scheduler_and_worker_processes(tmp_path, small, synthetic_arch
         address = json.loads(sched_file.read_text())["address"]
         procs.append(
             subprocess.Popen(
-                [dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
-                 "--memory-limit", "2GiB"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+                [
+                    dask_cli,
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--memory-limit",
+                    "2GiB",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
             )
         )
         from distributed import Client
@@ -262,8 +360,14 @@ def test_separate_scheduler_and_worker_processes(tmp_path, small, synthetic_arch
         with Client(address, timeout=30) as c:
             c.wait_for_workers(2, timeout=60)
         store = tmp_path / "remote.zarr"
-        res = write_cube(small, str(store), synthetic_archive.region, storage_options=synthetic_archive.storage_options,
-                         chunks=(8, 96, 96), scheduler=address)
+        res = write_cube(
+            small,
+            str(store),
+            synthetic_archive.region,
+            storage_options=synthetic_archive.storage_options,
+            chunks=(8, 96, 96),
+            scheduler=address,
+        )
         assert res.failed == []
         z = xr.open_zarr(store)
         for v in VARS:

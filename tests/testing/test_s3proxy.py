@@ -259,7 +259,10 @@ def test_latency_holds_every_request_and_concurrent_ones_wait_together(s3):
         assert all(r.seconds >= 0.2 for r in st.records)
         assert st.max_keys_in_flight(method="GET") == 1
         assert serial >= 0.4
-        threads = [threading.Thread(target=fs.cat_file, args=(k,), kwargs={"start": 0, "end": 10}) for k in keys]
+        threads = [
+            threading.Thread(target=fs.cat_file, args=(k,), kwargs={"start": 0, "end": 10})
+            for k in keys
+        ]
         for t in threads:
             t.start()
         for t in threads:
