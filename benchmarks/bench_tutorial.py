@@ -34,7 +34,9 @@ Run::
 
 ``--h5py-baseline`` adds a third case per local size: the engine with h5py for local files
 (the local reader before session 4). ``--local-readers N`` only compares the two local
-readers in one process on N granules, for three chunkings (:func:`local_readers`).
+readers in one process on N granules, for three chunkings (:func:`local_readers`);
+``--floor N`` only measures the decode floor of N granules against the kernel
+(:func:`decode_floor`).
 """
 
 from __future__ import annotations
@@ -517,6 +519,84 @@ def profile_engine(
     }
 
 
+def decode_floor(table: Any, geojson: dict[str, Any], repeat: int = 3) -> dict[str, Any]:
+    """The decode floor of ``write_cube``'s cube of ``table`` against its kernel, per granule.
+
+    The floor: the row chunks the cube needs of each granule's 4 variables (recorded while
+    every block runs once in this process), each inflated with the range reader's inflater
+    and unshuffled (whole, and only the rows the window needs), best of ``repeat`` per chunk,
+    bytes already in memory. The kernel: every block in this process (no cluster, no Zarr),
+    caches cold, decoded chunks not kept (as ``write_cube`` runs blocks no other block
+    shares), best of ``repeat``.
+    """
+    import numpy as np
+    from bench_read import _clear_caches, run_all_blocks
+
+    from itslive_dask.cube import kernel as B
+    from itslive_dask.cube.lazy import make_plan
+    from itslive_dask.io import ranged, remote
+
+    plan = make_plan(table, geojson)
+    jobs: list[tuple[str, Any, Any, tuple[int, int]]] = []
+    original = remote.read_window_ranged
+
+    def spy(fs: Any, path: str, index: Any, names: Any, rows: Any, cols: Any, **kw: Any) -> Any:
+        for name in names:
+            var = index[name]
+            bounds = ranged._window(var.shape, rows, cols)
+            for ref in index.window_chunks(name, rows, cols):
+                jobs.append((path, var, ref, ranged._chunk_rows(bounds, var, ref)))
+        return original(fs, path, index, names, rows, cols, **kw)
+
+    remote.read_window_ranged = spy  # type: ignore[assignment]
+    try:
+        _clear_caches(B)
+        run_all_blocks(plan, keep_chunks=False)
+    finally:
+        remote.read_window_ranged = original  # type: ignore[assignment]
+
+    def best(fn: Any) -> float:
+        out = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t0)
+        return out
+
+    inflate = whole = rows_only = 0.0
+    for path, var, ref, rows in jobs:
+        with open(path, "rb") as f:
+            f.seek(ref.offset)
+            raw = f.read(ref.size)
+        plain = ranged._inflate_module.decompress(raw)
+        dtype = np.dtype(var.dtype)
+        inflate += best(lambda raw=raw: ranged._inflate_module.decompress(raw))
+        whole += best(lambda plain=plain, dtype=dtype: ranged._unshuffle(plain, dtype.itemsize))
+        rows_only += best(
+            lambda plain=plain, var=var, dtype=dtype, rows=rows: ranged._unshuffle_rows(
+                plain, var, dtype, rows
+            )
+        )
+    kernel = []
+    for _ in range(repeat):
+        _clear_caches(B)
+        total, reads = run_all_blocks(plan, keep_chunks=False)
+        kernel.append(1e3 * total / max(reads, 1))
+    n = max(len(table), 1)
+    floor = 1e3 * (inflate + rows_only) / n
+    return {
+        "granules": len(table),
+        "inflater": ranged.INFLATE,
+        "chunks_per_granule": len(jobs) / n,
+        "inflate_ms": 1e3 * inflate / n,
+        "unshuffle_whole_ms": 1e3 * whole / n,
+        "unshuffle_rows_ms": 1e3 * rows_only / n,
+        "floor_ms": floor,
+        "kernel_ms": min(kernel),
+        "kernel_over_floor": min(kernel) / floor,
+    }
+
+
 def local_readers(
     table: Any,
     geojson: dict[str, Any],
@@ -625,6 +705,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="only compare the local readers (h5py vs default) on N local granules, one process",
     )
     ap.add_argument(
+        "--floor",
+        type=int,
+        default=0,
+        help="only measure the decode floor against the kernel on N local granules, one process",
+    )
+    ap.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -647,6 +733,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"result -> {write_result(out_dir(args.out), 'local_readers', {'rows': lr, 'machine_start': start})}"
         )
         return {"rows": lr}
+    if args.floor:
+        from itslive_dask.testing.synthetic import get_region
+
+        table = realistic_archive(
+            Path(args.work) / f"realistic-{args.seed}", args.floor, seed=args.seed
+        )
+        fl = decode_floor(table, get_region("svalbard").geojson)
+        fl["machine_start"] = start
+        print(json.dumps(fl, indent=1))
+        print(f"result -> {write_result(out_dir(args.out), 'decode_floor', fl)}")
+        return fl
     if args.profile:
         from itslive_dask.testing.synthetic import get_region
 
