@@ -70,7 +70,8 @@ def open_cube(
     variables
         Data variables to build (default ``vx``, ``vy``, ``v``, ``v_error``).
     chunks
-        Block shape ``(mid_date, y, x)`` as a tuple or dict; default ``(16, 512, 512)``.
+        Block shape ``(mid_date, y, x)`` as a tuple or dict; default ``(16, 512, 512)``;
+        ``y`` and ``x`` no larger than the grid (:func:`~itslive_dask.cube.plan.fit_chunks`).
         The values are the same, bit for bit, for any chunking.
     resampling
         ``"nearest"`` (default; agrees with GDAL's nearest) or ``"bilinear"`` (NaN-aware).
