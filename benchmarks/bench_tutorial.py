@@ -721,40 +721,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     start = machine_info()
-    if args.local_readers:
+    # the one-process modes: option -> (function of (table, geojson), result name)
+    modes = {
+        "local_readers": (lambda t, g: {"rows": local_readers(t, g)}, "local_readers"),
+        "floor": (decode_floor, "decode_floor"),
+        "profile": (profile_engine, "tutorial_profile"),
+    }
+    for option, (measure, name) in modes.items():
+        n = getattr(args, option)
+        if not n:
+            continue
         from itslive_dask.testing.synthetic import get_region
 
-        table = realistic_archive(
-            Path(args.work) / f"realistic-{args.seed}", args.local_readers, seed=args.seed
-        )
-        lr = local_readers(table, get_region("svalbard").geojson)
-        print(md_table(lr, list(lr[0])))
-        print(
-            f"result -> {write_result(out_dir(args.out), 'local_readers', {'rows': lr, 'machine_start': start})}"
-        )
-        return {"rows": lr}
-    if args.floor:
-        from itslive_dask.testing.synthetic import get_region
-
-        table = realistic_archive(
-            Path(args.work) / f"realistic-{args.seed}", args.floor, seed=args.seed
-        )
-        fl = decode_floor(table, get_region("svalbard").geojson)
-        fl["machine_start"] = start
-        print(json.dumps(fl, indent=1))
-        print(f"result -> {write_result(out_dir(args.out), 'decode_floor', fl)}")
-        return fl
-    if args.profile:
-        from itslive_dask.testing.synthetic import get_region
-
-        table = realistic_archive(
-            Path(args.work) / f"realistic-{args.seed}", args.profile, seed=args.seed
-        )
-        prof = profile_engine(table, get_region("svalbard").geojson)
-        prof["machine_start"] = start
-        print(json.dumps(prof, indent=1))
-        print(f"result -> {write_result(out_dir(args.out), 'tutorial_profile', prof)}")
-        return prof
+        table = realistic_archive(Path(args.work) / f"realistic-{args.seed}", n, seed=args.seed)
+        found = measure(table, get_region("svalbard").geojson)
+        found["machine_start"] = start
+        if option == "local_readers":
+            print(md_table(found["rows"], list(found["rows"][0])))
+        else:
+            print(json.dumps(found, indent=1))
+        print(f"result -> {write_result(out_dir(args.out), name, found)}")
+        return found
     res = run_comparison(
         args.work,
         s3_granules=args.s3_granules,
