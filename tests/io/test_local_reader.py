@@ -113,3 +113,30 @@ def test_a_layout_the_decoder_cannot_read_falls_back_to_h5py(local_copies, tmp_p
     for v in VARS:
         np.testing.assert_array_equal(got[v], want[v])
     assert np.isfinite(got["vx"]).any()
+
+
+def test_a_local_file_broken_after_planning_is_a_granule_error(local_copies, tmp_path):
+    """The header of a local granule is read through HDF5's own driver: a file truncated,
+    emptied or replaced after planning is a :class:`GranuleError` naming it and what is
+    wrong (a ledger entry in a build), read once (a bad file is not retried)."""
+    from itslive_dask.errors import GranuleError
+
+    _, local = local_copies
+    good = open(local.url.iloc[0], "rb").read()
+    cases = {
+        "truncated.nc": (good[: len(good) // 3], "truncated"),
+        "empty.nc": (b"", "not a NetCDF4/HDF5 file"),
+        "text.nc": (b"<html>403 Forbidden</html>\n" * 20, "not a NetCDF4/HDF5 file"),
+    }
+    for name, (data, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        reader = LocalReader(
+            str(path), policy=RetryPolicy(retries=3, backoff=0.5), session="broken"
+        )
+        with pytest.raises(GranuleError, match=reason) as err:
+            reader.header(VARS)
+        assert name in str(err.value) and err.value.attempts == 1
+    with pytest.raises(GranuleError) as err:
+        LocalReader(str(tmp_path / "missing.nc"), session="broken").header(VARS)
+    assert "missing.nc" in str(err.value)
