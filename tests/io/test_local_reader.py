@@ -137,6 +137,8 @@ def test_a_local_file_broken_after_planning_is_a_granule_error(local_copies, tmp
         with pytest.raises(GranuleError, match=reason) as err:
             reader.header(VARS)
         assert name in str(err.value) and err.value.attempts == 1
-    with pytest.raises(GranuleError) as err:
+    with pytest.raises(GranuleError, match="file not found") as err:
         LocalReader(str(tmp_path / "missing.nc"), session="broken").header(VARS)
     assert "missing.nc" in str(err.value)
+    with pytest.raises(GranuleError, match="is a directory"):
+        LocalReader(str(tmp_path), session="broken").header(VARS)
