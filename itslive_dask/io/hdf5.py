@@ -38,7 +38,6 @@ from itslive_dask.io.urls import local_path, source_str, url_to_fs
 
 __all__ = [
     "H5Reader",
-    "h5_file",
     "h5_problem",
     "open_h5",
     "read_granule_info",
@@ -85,10 +84,10 @@ def open_h5(
     local = local_path(src)
     if local is not None:
         check_local_file(local, src)
-        h5 = h5_file(local, src)
+        h5 = _h5_file(local, src)
     else:
         data, _ = fetch_granule(src, storage_options, RetryPolicy(retries=0))
-        h5 = h5_file(io.BytesIO(data) if isinstance(data, bytes) else data, src)
+        h5 = _h5_file(io.BytesIO(data) if isinstance(data, bytes) else data, src)
     try:
         yield h5
     finally:
@@ -138,7 +137,7 @@ def read_granule_info(
         with fs.open(path, "rb", cache_type="blockcache", block_size=_HEADER_BLOCK_SIZE) as raw:
             fobj = _TracedFile(raw)
             try:
-                with h5_file(fobj, src) as h5:
+                with _h5_file(fobj, src) as h5:
                     return read_info(h5, src)
             except GranuleError:
                 if fobj.error is not None:  # the network failed, not the file: retry
@@ -377,9 +376,7 @@ class _TracedFile:
         return True
 
 
-def h5_file(target: Any, src: str) -> h5py.File:
-    """``target`` (a local path, through HDF5's own driver, or a file object) opened read-only
-    with h5py; a :class:`~itslive_dask.errors.GranuleError` naming ``src`` when it cannot be."""
+def _h5_file(target: Any, src: str) -> h5py.File:
     problem = ""
     try:
         if isinstance(target, str):
@@ -439,7 +436,7 @@ class H5Reader:
             data, self.attempts = fetch_granule_cached(url, storage_options, policy, session)
         self.nbytes = len(data) if isinstance(data, bytes) else 0
         target: Any = io.BytesIO(data) if isinstance(data, bytes) else data
-        self._h5 = self._guard(h5_file, target, url)
+        self._h5 = self._guard(_h5_file, target, url)
 
     def _guard(self, func: Any, *args: Any) -> Any:
         try:

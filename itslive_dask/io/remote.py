@@ -23,8 +23,8 @@ from itslive_dask.cache import LRU
 from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.decode import decode, window_bounds
 from itslive_dask.granule.info import GranuleGrid, GranuleInfo
-from itslive_dask.io.fetch import RetryPolicy, check_local_file, with_retries
-from itslive_dask.io.hdf5 import h5_file, h5_problem, read_grid, read_info
+from itslive_dask.io.fetch import RetryPolicy, with_retries
+from itslive_dask.io.hdf5 import h5_problem, open_h5, read_grid, read_info
 from itslive_dask.io.ranged import (
     ChunkCache,
     ChunkIndex,
@@ -331,8 +331,7 @@ class LocalReader(RangedReader):
         src = redact_url(self.url)
 
         def read() -> tuple[GranuleInfo | GranuleGrid, ChunkIndex]:
-            check_local_file(self._path, src)  # missing, a folder, unreadable: said plainly
-            with h5_file(self._path, src) as h5:
+            with open_h5(self.url) as h5:  # missing, a folder, unreadable: said plainly
                 return _header_and_index(h5, src, names)
 
         value, self.attempts = self._retrying(read)
