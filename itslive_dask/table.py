@@ -23,10 +23,17 @@ column                     dtype               meaning
 ``resolution``             float64             pixel size in metres (240, 120, ...)
 ``geometry``               Polygon (EPSG:4326)  footprint
 =========================  ==================  ==============================================
+
+One column is optional (:data:`OPTIONAL_COLUMNS`): ``chunk_index`` (str), the granule's grid
+and the byte ranges of its HDF5 chunks as JSON ('' when unknown). Catalogs built with
+:func:`itslive_dask.discovery.build_catalog` and tables read from paths or URLs carry it for
+remote granules; a build from such a table fetches only the chunks it needs and reads no
+header from the archive (see :func:`itslive_dask.io.remote.read_header_record`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,7 +43,16 @@ import pandas as pd
 
 from itslive_dask.errors import InvalidInputError
 
-__all__ = ["COLUMNS", "SENSORS", "empty_granule_table", "granule_table", "validate_granule_table"]
+__all__ = [
+    "COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "SENSORS",
+    "chunk_index_record",
+    "chunk_index_text",
+    "empty_granule_table",
+    "granule_table",
+    "validate_granule_table",
+]
 
 #: Column name -> pandas dtype (the geometry column is added by geopandas).
 COLUMNS: dict[str, str] = {
@@ -55,6 +71,9 @@ COLUMNS: dict[str, str] = {
     "version": "int64",
     "resolution": "float64",
 }
+
+#: Columns a granule table may have besides :data:`COLUMNS` (name -> pandas dtype).
+OPTIONAL_COLUMNS: dict[str, str] = {"chunk_index": "object"}
 
 #: Sensor families, as used in the ``sensor`` column and the ``sensors=`` filters.
 SENSORS: tuple[str, ...] = ("landsat", "sentinel1", "sentinel2")
@@ -106,11 +125,18 @@ def validate_granule_table(table: Any) -> gpd.GeoDataFrame:
         gdf = gdf.to_crs("EPSG:4326")
     for col, dtype in COLUMNS.items():
         if dtype.startswith("datetime64"):
-            gdf[col] = pd.to_datetime(gdf[col], utc=True).dt.tz_localize(None).astype(dtype)
+            # text dates (GeoJSON, STAC) may mix whole and fractional seconds
+            fmt = None if pd.api.types.is_datetime64_any_dtype(gdf[col]) else "mixed"
+            gdf[col] = (
+                pd.to_datetime(gdf[col], utc=True, format=fmt).dt.tz_localize(None).astype(dtype)
+            )
         elif dtype == "object":
             gdf[col] = gdf[col].fillna("").astype(str)
         else:
             gdf[col] = gdf[col].astype(dtype)
+    for col in OPTIONAL_COLUMNS:  # all text: '' where unknown
+        if col in gdf.columns:
+            gdf[col] = gdf[col].fillna("").astype(str)
     dup = gdf["granule_id"].duplicated()
     if dup.any():
         raise InvalidInputError(
@@ -120,3 +146,20 @@ def validate_granule_table(table: Any) -> gpd.GeoDataFrame:
     if len(gdf) and not np.all(gdf["date_dt"].to_numpy() >= 0):
         raise InvalidInputError("granule table has negative date_dt values")
     return gdf
+
+
+def chunk_index_text(record: Mapping[str, Any] | None) -> str:
+    """The ``chunk_index`` cell of a granule's header record (compact JSON; '' for None)."""
+    return "" if record is None else json.dumps(dict(record), separators=(",", ":"))
+
+
+def chunk_index_record(text: Any) -> dict[str, Any] | None:
+    """The header record in a ``chunk_index`` cell; None when the cell is empty or is not a
+    JSON object (the build then reads the granule's header instead)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

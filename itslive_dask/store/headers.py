@@ -12,6 +12,11 @@ chunks of the cube's variables). A later build on the same store (``resume`` aft
 ``append``) lists that folder once and hands the records to its block tasks, which then
 fetch only the chunks they need: no request to the granule archive for its header.
 
+A granule table may bring the records with it (its ``chunk_index`` column, from
+:func:`itslive_dask.discovery.build_catalog` or from reading the headers of a list of URLs):
+:func:`seed_headers` keeps them in the store before the blocks run, so even a first build
+reads no header from the archive.
+
 A record names no credential: the URL in it is redacted and its key is a hash. Keeping a
 record is an optimisation: a failure to write or read one is logged and the header is read
 from the granule instead; a record that no longer matches its object (a replaced file) makes
@@ -35,7 +40,15 @@ from itslive_dask.io.urls import redact_url
 from itslive_dask.store.state import STATE
 from itslive_dask.store.target import StoreTarget, put_json
 
-__all__ = ["HEADERS", "StoreHeaders", "header_key", "keep_rows", "kept_rows", "list_header_keys"]
+__all__ = [
+    "HEADERS",
+    "StoreHeaders",
+    "header_key",
+    "keep_rows",
+    "kept_rows",
+    "list_header_keys",
+    "seed_headers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,50 @@ def list_header_keys(target: StoreTarget) -> frozenset[str]:
     return frozenset(
         posixpath.basename(n)[: -len(".json")] for n in names if str(n).endswith(".json")
     )
+
+
+def seed_headers(target: StoreTarget, table: Any) -> int:
+    """Keep in the store the header records a granule table carries (``chunk_index``).
+
+    Only remote granules the store has no record of are written (one small JSON object
+    each, written concurrently to an object store). A cell that is empty or not a JSON
+    object is passed over: that granule's header is read by its block task as usual, and a
+    record that does not fit its object is replaced the same way as a stale kept one.
+    Best effort: a failure is logged, the build does not depend on it.
+
+    Returns
+    -------
+    int
+        The number of records written.
+    """
+    from itslive_dask.io.files import put_atomic
+    from itslive_dask.io.urls import is_remote
+    from itslive_dask.table import chunk_index_record
+
+    if "chunk_index" not in getattr(table, "columns", ()):
+        return 0
+    try:
+        known = list_header_keys(target)
+        todo: dict[str, bytes] = {}
+        for url, text in zip(table["url"], table["chunk_index"], strict=True):
+            if not is_remote(str(url)):
+                continue  # a local header is read in place (LocalReader keeps none)
+            key = header_key(str(url))
+            record = None if key in known or key in todo else chunk_index_record(text)
+            if record is not None:
+                todo[key] = json.dumps(record).encode()
+        if not todo:
+            return 0
+        if is_remote(target.url):  # one concurrent batch of PUTs
+            target.fs().pipe({target.path(STATE, HEADERS, f"{k}.json"): d for k, d in todo.items()})
+        else:
+            for k, d in todo.items():
+                put_atomic(target.join(STATE, HEADERS, f"{k}.json"), d, target.storage_options)
+    except Exception as exc:  # an optimisation only: the blocks read the headers instead
+        log.info("header records of the table not kept (%s)", type(exc).__name__)
+        return 0
+    log.info("kept %d header records from the granule table", len(todo))
+    return len(todo)
 
 
 @dataclass(frozen=True)

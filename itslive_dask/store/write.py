@@ -49,7 +49,7 @@ from itslive_dask.geo.grid import TargetGrid
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.io.urls import redact_url
 from itslive_dask.spec import CubeSpec
-from itslive_dask.store.headers import keep_rows, kept_rows
+from itslive_dask.store.headers import keep_rows, kept_rows, seed_headers
 from itslive_dask.store.lease import LeaseHandle, check_not_leased, hold_lease
 from itslive_dask.store.runner import run_plan
 from itslive_dask.store.state import (
@@ -390,6 +390,8 @@ def _build_map(
         else:
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
             skipped += skipped_now
+        if table is not None:  # the chunk indexes a catalog carries: no header reads
+            seed_headers(target, table)
         for gen_plan in generations:
             one = run_plan(
                 c, gen_plan, target, storage_options, retries, progress, retry_budget=policy.budget

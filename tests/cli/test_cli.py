@@ -223,6 +223,7 @@ def test_catalog_and_serve(tmp_path, synthetic_archive, s3_args):
     assert res.returncode == 0, res.stderr
     table = gpd.read_parquet(cat)
     assert set(table["granule_id"]) == set(synthetic_archive.table["granule_id"])
+    assert table["chunk_index"].str.startswith('{"grid":').all()  # remote: indexes kept
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "itslive_dask.cli.app", "serve", str(cat), "--port", str(port)],
@@ -245,6 +246,15 @@ def test_catalog_and_serve(tmp_path, synthetic_archive, s3_args):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_catalog_without_chunk_indexes(tmp_path, synthetic_archive, s3_args):
+    cat = tmp_path / "bare.geojson"
+    res = run("catalog", f"{synthetic_archive.url}/velocity_image_pair/", "-o", str(cat),
+              "--no-chunk-index", *s3_args)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    table = gpd.read_file(cat)
+    assert "chunk_index" not in table.columns and len(table) == len(synthetic_archive.table)
 
 
 def test_download(tmp_path, stac, s3_args, local_s3, synthetic_archive):
