@@ -11,6 +11,9 @@ single-threaded worker processes, once per reader:
 
 * ``ranged``: the package's default reader for remote granules
   (:class:`itslive_dask.io.remote.RangedReader`);
+* ``catalog``: the same reader, given the table of :func:`itslive_dask.discovery.build_catalog`
+  run over the bucket (through the proxy, counted once per run as ``catalog_requests``):
+  its ``chunk_index`` column spares the blocks every header read;
 * ``whole``: :func:`itslive_dask.io.reader.whole_object_reader` (one GET of the whole object,
   then h5py), selected by giving the block configuration ``reader=`` for the duration of the
   build (:func:`builds_with`: a benchmark-only switch, the package has no public one).
@@ -36,7 +39,8 @@ Nothing is asserted here; ``test_bench_readpath.py`` checks counts, never times.
 Run::
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_readpath.py [--work DIR] [--out DIR]
-        [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2] [--readers ranged,whole]
+        [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2]
+        [--readers ranged,catalog,whole]
         [--tutorial-granules 384] [--skip-readers] [--profile-tutorial]
         [--scaling 50,100,200,384 --plot FILE.png]
 """
@@ -78,7 +82,7 @@ from bench_io import VARIABLES, aoi_window, granule_facts  # noqa: E402
 log = logging.getLogger(__name__)
 
 AOIS_KM = (10.0, 50.0, 180.0)
-READERS = ("ranged", "whole")
+READERS = ("ranged", "catalog", "whole")
 COLUMNS = [
     "aoi_km",
     "latency_s",
@@ -88,6 +92,7 @@ COLUMNS = [
     "blocks",
     "fetched_over_needed",
     "requests_per_granule",
+    "header_requests_per_granule",
     "mb_per_granule",
     "write_s",
     "max_worker_peak_mb",
@@ -142,6 +147,9 @@ def relocate(table: Any, dest: Path) -> Any:
 #: The builds this benchmark compares: reader name -> fields of the block configuration.
 BUILDS: dict[str, dict[str, str | int]] = {
     "ranged": {},  # the package's defaults
+    # the package's defaults, from a catalog that keeps each granule's chunk index
+    # (build_catalog's chunk_index column): no header read in the blocks
+    "catalog": {},
     "whole": {"reader": "whole_object_reader"},  # one GET of each whole object, then h5py
 }
 
@@ -221,8 +229,11 @@ def build_once(
     *,
     n_workers: int,
     partial: bool,
+    chunk_offsets: dict[str, set[int]] | None = None,
 ) -> dict[str, Any]:
-    """One ``write_cube`` on a fresh cluster, its resume(s); counts through the proxy."""
+    """One ``write_cube`` on a fresh cluster, its resume(s); counts through the proxy.
+    ``chunk_offsets`` (file name -> offsets of its chunks of the cube's variables) counts
+    the build's GETs that start at a chunk (``chunk_gets``; the others read metadata)."""
     import xarray as xr
 
     from itslive_dask import write_cube
@@ -249,6 +260,7 @@ def build_once(
             )
             out["write_s"] = time.perf_counter() - t1
             st = proxy.reset_stats()
+            out["chunk_gets"] = _chunk_gets(st, chunk_offsets or {})
             out["worker_peak_rss"] = {str(k): int(v) for k, v in client.run(peak_rss_self).items()}
             out.update(
                 shape=list(res.shape),
@@ -277,6 +289,16 @@ def build_once(
         _close(client, cluster, out)
         shutil.rmtree(store_dir, ignore_errors=True)
     return out
+
+
+def _chunk_gets(stats: Any, chunk_offsets: dict[str, set[int]]) -> int:
+    """Ranged GETs of ``stats`` that start at a chunk of the cube's variables."""
+    n = 0
+    for rec in stats.select(method="GET"):
+        start = rec.range.removeprefix("bytes=").split("-", 1)[0]
+        offsets = chunk_offsets.get(rec.key.rsplit("/", 1)[-1], ())
+        n += bool(start.isdigit() and int(start) in offsets)
+    return n
 
 
 def _close(client: Any, cluster: Any, out: dict[str, Any]) -> None:
@@ -317,13 +339,27 @@ def run_readpath(
     table = relocate(table, dest.resolve())
     gen_s = time.perf_counter() - t0
     facts = granule_facts(table)
+    offsets = {
+        Path(g["url"]).name: {r.offset for v in g["index"].variables for r in v.refs} for g in facts
+    }
     region = get_region("svalbard")
     centre = (region.lon0, region.lat0)
     rows: list[dict[str, Any]] = []
     mismatches: list[str] = []
+    catalog_stats: dict[str, Any] | None = None
     with s3_server_process() as so:
         s3table = upload_table(table, so, bucket="its-live-data")
         with S3Proxy(so, latency=latency) as proxy:
+            tables = {name: s3table for name in readers}
+            if "catalog" in readers:
+                from itslive_dask.discovery.catalog import build_catalog
+
+                proxy.reset_stats()
+                tables["catalog"] = build_catalog(
+                    "s3://its-live-data/", storage_options=proxy.storage_options
+                )
+                catalog_stats = proxy.reset_stats().summary()
+                catalog_stats["granules"] = len(tables["catalog"])
             for rnd in range(repeat):
                 for km in aois_km:
                     n, chunk_b, need_b = needed_bytes(facts, centre, km)
@@ -332,13 +368,14 @@ def run_readpath(
                     cubes: dict[str, dict[str, np.ndarray]] = {}
                     for reader in order:
                         r = build_once(
-                            s3table,
+                            tables[reader],
                             geo,
                             reader,
                             proxy,
                             work,
                             n_workers=n_workers,
                             partial=reader == "ranged",
+                            chunk_offsets=offsets,
                         )
                         cubes[reader] = r.pop("cube")
                         b = r["build"]
@@ -353,6 +390,9 @@ def run_readpath(
                             "needed_chunks_mb": chunk_b / 1e6,
                             "fetched_over_needed": b["bytes_out"] / max(need_b, 1),
                             "requests_per_granule": b["requests"] / max(n, 1),
+                            "header_requests_per_granule": None
+                            if reader == "whole"
+                            else (b["requests"] - r["chunk_gets"]) / max(n, 1),
                             "mb_per_granule": b["bytes_out"] / max(n, 1) / 1e6,
                             "max_worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
                             "resume_requests": r["resume"]["requests"],
@@ -387,6 +427,7 @@ def run_readpath(
         "n_workers": n_workers,
         "rows": rows,
         "reader_mismatches": mismatches,
+        "catalog": catalog_stats,
     }
 
 
@@ -535,7 +576,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--aois", default="10,50,180", help="AOI sizes in km, comma-separated")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
     ap.add_argument(
-        "--readers", default="ranged,whole", help=f"builds, comma-separated, of {', '.join(BUILDS)}"
+        "--readers",
+        default=",".join(READERS),
+        help=f"builds, comma-separated, of {', '.join(BUILDS)}",
     )
     ap.add_argument(
         "--latency",
