@@ -179,22 +179,8 @@ def read_headers(
     policy: RetryPolicy | None = None,
     progress: ProgressArg = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read the header of every granule in ``urls``, in parallel threads.
-
-    :func:`scan_headers` without the chunk indexes.
-
-    Parameters
-    ----------
-    urls
-        Local paths or fsspec URLs.
-    storage_options
-        fsspec options for remote URLs.
-    max_workers
-        Threads reading headers at once.
-    policy
-        Retries of transient errors per header (default :class:`RetryPolicy`).
-    progress
-        ``True`` for a progress bar, or a callable ``f(done, total)``.
+    """Read the header of every granule in ``urls``, in parallel threads: :func:`scan_headers`
+    (same parameters) without the chunk indexes.
 
     Returns
     -------

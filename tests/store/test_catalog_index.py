@@ -10,14 +10,11 @@ headers itself (the path the other tests check against the synthetic field).
 
 from __future__ import annotations
 
-import io
 import json
-import re
 
-import h5py
 import pytest
 import xarray as xr
-from bucket_copies import copy_to_bucket
+from bucket_copies import copy_to_bucket, h5_chunk_indexes, ranged_gets
 
 from itslive_dask import write_cube
 from itslive_dask.discovery.catalog import build_catalog, load_catalog, save_catalog
@@ -41,13 +38,7 @@ def inputs(synthetic_archive, local_s3):
 @pytest.fixture(scope="module")
 def truth_index(inputs, local_s3):
     """``"bucket/key" -> ChunkIndex`` of the cube's variables, from h5py."""
-    fs = local_s3.filesystem()
-    out = {}
-    for url in inputs.url:
-        key = url.split("://", 1)[1]
-        with h5py.File(io.BytesIO(fs.cat_file(key)), "r") as h5:
-            out[key] = ChunkIndex.from_h5(h5, [n for n in VARS if n in h5])
-    return out
+    return h5_chunk_indexes(local_s3, inputs.url, VARS)
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +56,6 @@ def plain_cube(inputs, synthetic_archive, local_s3, dask_client, tmp_path_factor
     write_cube(inputs, str(store), synthetic_archive.region, chunks=CHUNKS,
                storage_options=local_s3.storage_options, client=dask_client)  # fmt: skip
     return xr.open_zarr(store).load()
-
-
-def _ranges(stats):
-    out = []
-    for rec in stats.select(method="GET"):
-        m = re.fullmatch(r"bytes=(\d+)-(\d+)", rec.range)
-        assert m, (rec.key, rec.range)  # never a whole object
-        out.append((rec.key, int(m.group(1)), int(m.group(2)) + 1))
-    return out
 
 
 def _same_cube(a, b):
@@ -118,7 +100,7 @@ def test_a_first_build_from_the_catalog_reads_only_whole_chunks(
         st = proxy.reset_stats()
     assert res.failed == [] and res.granules_read > 0
     assert st.requests(method="HEAD") == 0
-    got = _ranges(st)
+    got = ranged_gets(st)
     assert len({k for k, *_ in got}) == res.granules_read  # each granule read was fetched
     for key, start, end in got:  # no header read: each GET is a run of whole chunks
         refs = [r for v in truth_index[key].variables for r in v.refs]
@@ -147,7 +129,7 @@ def test_a_build_from_urls_reads_each_header_once(
 def _metadata_gets(stats, truth_index):
     """GETs per key that are not whole runs of chunks of the cube's variables."""
     out: dict[str, int] = {}
-    for key, start, _ in _ranges(stats):
+    for key, start, _ in ranged_gets(stats):
         offsets = {r.offset for v in truth_index[key].variables for r in v.refs}
         if start not in offsets:
             out[key] = out.get(key, 0) + 1

@@ -9,19 +9,15 @@ index read independently with h5py from its bytes.
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import shutil
 
-import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from bucket_copies import copy_to_bucket
+from bucket_copies import copy_to_bucket, h5_chunk_indexes, ranged_gets
 
 from itslive_dask import write_cube
-from itslive_dask.io.ranged import ChunkIndex
 from itslive_dask.store.headers import header_key
 from itslive_dask.testing.s3proxy import S3Proxy
 
@@ -38,12 +34,8 @@ def inputs(synthetic_archive, local_s3):
 @pytest.fixture(scope="module")
 def chunk_edges(inputs, local_s3):
     """``"bucket/key" -> (chunk offsets, chunk ends)`` of the cube's variables, from h5py."""
-    fs = local_s3.filesystem()
     out = {}
-    for url in inputs.url:
-        key = url.split("://", 1)[1]
-        with h5py.File(io.BytesIO(fs.cat_file(key)), "r") as h5:
-            index = ChunkIndex.from_h5(h5, [n for n in VARS if n in h5])
+    for key, index in h5_chunk_indexes(local_s3, inputs.url, VARS).items():
         refs = [r for v in index.variables for r in v.refs]
         out[key] = ({r.offset for r in refs}, {r.end for r in refs})
     return out
@@ -71,18 +63,9 @@ def _lose_markers(store):
     shutil.rmtree(store / "_itslive" / "blocks")
 
 
-def _ranges(stats):
-    out = []
-    for rec in stats.select(method="GET"):
-        m = re.fullmatch(r"bytes=(\d+)-(\d+)", rec.range)
-        assert m, (rec.key, rec.range)  # never a whole object
-        out.append((rec.key, int(m.group(1)), int(m.group(2)) + 1))
-    return out
-
-
 def test_the_first_build_keeps_one_record_per_granule_read(built, inputs, chunk_edges):
     store, res, first, _ = built
-    metadata = [(k, a) for k, a, _ in _ranges(first) if a not in chunk_edges[k][0]]
+    metadata = [(k, a) for k, a, _ in ranged_gets(first) if a not in chunk_edges[k][0]]
     assert len({k for k, _ in metadata}) == res.granules_read  # it read every header it used
     assert first.requests(method="HEAD") == 0  # sizes from the first block, not a HEAD
     kept = {p.stem for p in (store / "_itslive" / "headers").glob("*.json")}
@@ -109,7 +92,7 @@ def test_resume_after_lost_markers_reads_only_whole_chunks(
         st = proxy.reset_stats()
     assert again.blocks_written == res.blocks_written  # every block ran again
     assert st.requests(method="HEAD") == 0
-    got = _ranges(st)
+    got = ranged_gets(st)
     assert got, "the resume read nothing"
     for key, start, end in got:  # each GET is a run of whole chunks of the cube's variables
         offsets, ends = chunk_edges[key]
