@@ -21,6 +21,7 @@ from dask.highlevelgraph import HighLevelGraph
 from itslive_dask.cube.kernel import BlockConfig, read_block, read_block_flagged
 from itslive_dask.cube.plan import CubePlan, gc_paused
 from itslive_dask.geo.grid import TargetGrid
+from itslive_dask.io.reader import TableHeaders
 from itslive_dask.types import GranuleRef, StorageOptions
 
 __all__ = ["CONVENTIONS", "COORD_ATTRS", "VARIABLE_ATTRS", "cube_from_plan", "cube_template"]
@@ -150,6 +151,8 @@ def _cube_from_plan(
         # decoded chunks are worth keeping only when some granule (layer) feeds several
         # tiles; a count per layer is linear in the pairs (10^5 granules: ms, not a sort)
         keep_chunks=bool(len(plan.blocks.layers) and np.bincount(plan.blocks.layers).max() > 1),
+        # the chunk indexes the granule table carries: those granules' headers are not read
+        headers=TableHeaders(plan.headers, scope=token) if plan.headers else None,
     )
     name = f"itslive-blocks-{token}"
     cfg_key = f"itslive-config-{token}"

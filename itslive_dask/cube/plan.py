@@ -187,6 +187,9 @@ class CubePlan:
     unreadable
         Input granules whose header could not be read (``url``, ``error``, ``attempts``),
         when the plan was made with ``on_error="skip"``.
+    headers
+        URL -> ``chunk_index`` text of the planned granules whose table row carries one
+        (their block tasks then read no header).
     """
 
     grid: TargetGrid
@@ -200,6 +203,7 @@ class CubePlan:
     dropped: pd.DataFrame = field(repr=False)
     t_offset: int = 0
     unreadable: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -429,6 +433,11 @@ def _plan_cube(
         )
     )
     blocks = block_membership(layer_of[gran_idx], tiles[tile_idx], chunk_tuple[0], t_offset)
+    headers = (
+        {u: t for u, t in zip(kept["url"], kept["chunk_index"], strict=True) if t}
+        if "chunk_index" in kept.columns
+        else {}
+    )
     plan = CubePlan(
         grid=grid,
         chunks=chunk_tuple,
@@ -440,6 +449,7 @@ def _plan_cube(
         blocks=blocks,
         dropped=dropped,
         t_offset=int(t_offset),
+        headers=headers,
     )
     log.debug("plan: %s", plan.summary())
     return plan

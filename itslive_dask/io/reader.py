@@ -11,12 +11,14 @@ kept for comparison.
 A reader may also offer ``record()`` (its light header and chunk index as JSON-compatible
 data) and ``adopt(record, names)`` (use such a record instead of reading the header): the
 kernel then keeps headers in a :class:`HeaderRecords` (the build's store), so a resumed or
-appended build reads no header again.
+appended build reads no header again. A lazy cube takes the records its granule table
+carries (:class:`TableHeaders`, from the ``chunk_index`` column).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -28,6 +30,7 @@ __all__ = [
     "GranuleReader",
     "HeaderRecords",
     "ReaderFactory",
+    "TableHeaders",
     "default_reader",
     "whole_object_reader",
 ]
@@ -75,6 +78,47 @@ class HeaderRecords(Protocol):
     def discard(self, url: str) -> None:
         """Stop using the record of ``url`` (it did not match the object)."""
         ...
+
+
+#: (scope, url) of the table records that did not fit their object in this process.
+_UNFIT: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class TableHeaders:
+    """The header records a granule table carries (its ``chunk_index`` column), read-only.
+
+    The block tasks of a lazy cube take a granule's record instead of reading its header; a
+    record that does not fit its object (:meth:`discard`) is not used again in that process,
+    and nothing is written anywhere (a store build keeps records in the store instead:
+    :class:`itslive_dask.store.headers.StoreHeaders`).
+
+    Parameters
+    ----------
+    texts
+        Granule URL -> ``chunk_index`` cell (JSON text).
+    scope
+        The build the records serve (its session token): a discarded record stays
+        discarded for that build only.
+    """
+
+    texts: Mapping[str, str] = field(repr=False)
+    scope: str = ""
+
+    def get(self, url: str) -> Mapping[str, Any] | None:
+        """The record of ``url``, or None (none, not a JSON object, or discarded)."""
+        from itslive_dask.table import chunk_index_record
+
+        if (self.scope, url) in _UNFIT:
+            return None
+        return chunk_index_record(self.texts.get(url))
+
+    def put(self, url: str, make: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Nothing is kept: the table is read-only."""
+
+    def discard(self, url: str) -> None:
+        """Stop using the record of ``url`` in this process (it did not fit its object)."""
+        _UNFIT.add((self.scope, url))
 
 
 #: ``(url, storage_options, policy, session) -> GranuleReader``; ``session`` scopes the

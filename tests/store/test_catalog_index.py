@@ -219,3 +219,33 @@ def test_a_search_of_the_catalog_file_keeps_the_column(catalog, tmp_path):
     assert len(found) == len(catalog)
     want = dict(zip(catalog.granule_id, catalog.chunk_index, strict=True))
     assert all(want[g] == c and c for g, c in zip(found.granule_id, found.chunk_index, strict=True))
+
+
+def test_a_lazy_cube_from_the_catalog_reads_only_whole_chunks(
+    catalog, synthetic_archive, local_s3, dask_client, truth_index, plain_cube
+):
+    """``open_cube`` takes the records from the table (no store): the same requests, and a
+    record that does not fit its object is read again, in the same computation."""
+    from itslive_dask import open_cube
+
+    table = catalog.copy()
+    record = chunk_index_record(table.chunk_index.iloc[3])
+    for var in record["index"]["variables"]:
+        for row in var["refs"]:
+            row[-3] += 17
+    stale_url = table.url.iloc[3]
+    table.loc[3, "chunk_index"] = chunk_index_text(record)
+    with S3Proxy(local_s3) as proxy:
+        cube = open_cube(table, synthetic_archive.region, chunks=CHUNKS,
+                         storage_options=proxy.storage_options)  # fmt: skip
+        got = dask_client.compute(cube[list(VARS)]).result()
+        st = proxy.reset_stats()
+    assert st.requests(method="HEAD") == 0
+    stale_key = stale_url.split("://", 1)[1]
+    for key, start, end in ranged_gets(st):
+        if key == stale_key:
+            continue  # its header was read again
+        refs = [r for v in truth_index[key].variables for r in v.refs]
+        assert start in {r.offset for r in refs} and end in {r.end for r in refs}, (key, start)
+    assert any(k == stale_key for k, *_ in ranged_gets(st))
+    _same_cube(got, plain_cube[list(VARS)])
