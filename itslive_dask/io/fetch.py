@@ -254,13 +254,15 @@ _SUSPENDABLE = (
 
 
 def check_local_file(path: str, src: str) -> None:
-    """Raise :class:`GranuleError` unless ``path`` is a readable local file."""
+    """Raise :class:`GranuleError` unless ``path`` is a readable, non-empty local file."""
     if not os.path.exists(path):
         raise GranuleError(src, "file not found")
     if os.path.isdir(path):
         raise GranuleError(src, "is a directory, not a granule file")
     if not os.access(path, os.R_OK):
         raise GranuleError(src, "permission denied")
+    if os.path.getsize(path) == 0:
+        raise GranuleError(src, "empty file (0 bytes): not a NetCDF4/HDF5 file")
 
 
 def fetch_granule(

@@ -125,7 +125,7 @@ def test_a_local_file_broken_after_planning_is_a_granule_error(local_copies, tmp
     good = open(local.url.iloc[0], "rb").read()
     cases = {
         "truncated.nc": (good[: len(good) // 3], "truncated"),
-        "empty.nc": (b"", "not a NetCDF4/HDF5 file"),
+        "empty.nc": (b"", r"empty file \(0 bytes\): not a NetCDF4/HDF5 file"),
         "text.nc": (b"<html>403 Forbidden</html>\n" * 20, "not a NetCDF4/HDF5 file"),
     }
     for name, (data, reason) in cases.items():
