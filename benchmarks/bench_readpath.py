@@ -41,7 +41,7 @@ Run::
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_readpath.py [--work DIR] [--out DIR]
         [--granules 8] [--repeat 1] [--aois 10,50,180] [--workers 2]
         [--readers ranged,catalog,whole]
-        [--tutorial-granules 384] [--skip-readers] [--profile-tutorial]
+        [--tutorial-granules 384] [--skip-readers] [--profile-tutorial] [--scan 48]
         [--scaling 50,100,200,384 --plot FILE.png]
 """
 
@@ -431,6 +431,58 @@ def run_readpath(
     }
 
 
+def run_scan(
+    work: str | os.PathLike,
+    *,
+    n_granules: int = 48,
+    latency: float = 0.02,
+    processes: tuple[int | None, ...] = (0, 2, 8, None),
+) -> dict[str, Any]:
+    """``scan_headers`` (what ``build_catalog`` and planning from URLs run) over ``n_granules``
+    realistic granules on the local S3 server, through the proxy holding every request
+    ``latency`` seconds: 16 threads (``processes=0``) against worker processes and the
+    automatic choice (``None``). Each row: wall time, requests, the most requests in flight
+    at once; the results are compared."""
+    from itslive_dask.io.listing import scan_headers
+    from itslive_dask.testing.s3proxy import S3Proxy
+
+    work = Path(work)
+    dest = work / f"archive-realistic-{n_granules}"
+    table = synthetic_archive(
+        dest, n_granules, seed=21, size="realistic", v1_fraction=0.0, outside_fraction=0.0
+    )
+    table = relocate(table, dest.resolve())
+    rows: list[dict[str, Any]] = []
+    same = True
+    with s3_server_process() as so:
+        s3table = upload_table(table, so, bucket="its-live-data")
+        urls = list(s3table["url"])
+        with S3Proxy(so, latency=latency) as proxy:
+            first = None
+            for p in processes:
+                proxy.reset_stats()
+                t0 = time.perf_counter()
+                scan = scan_headers(urls, proxy.storage_options, processes=p)
+                wall = time.perf_counter() - t0
+                st = proxy.reset_stats()
+                rows.append(
+                    {
+                        "processes": "auto" if p is None else p,
+                        "latency_s": latency,
+                        "granules": len(scan.infos),
+                        "failures": len(scan.failures),
+                        "scan_s": wall,
+                        "requests_per_granule": st.requests() / max(len(urls), 1),
+                        "max_in_flight": st.max_keys_in_flight(),
+                    }
+                )
+                log.info("scan %s processes: %.2f s", p, wall)
+                if first is None:
+                    first = scan.records
+                same = same and scan.records == first
+    return {"rows": rows, "same_records": same}
+
+
 def run_tutorial(work: str | os.PathLike, n: int = 384, *, seed: int = 0) -> dict[str, Any]:
     """The tutorial's eager ``load_cube`` vs ``write_cube`` on ``n`` default-size synthetic
     granules (local files; each case in a fresh process, 2 worker processes for the engine)."""
@@ -594,6 +646,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--skip-readers", action="store_true", help="only the tutorial comparison")
     ap.add_argument(
+        "--scan",
+        type=int,
+        default=0,
+        help="also time scan_headers on N granules: threads vs processes (at --latency)",
+    )
+    ap.add_argument(
         "--scaling", default="", help="load_cube vs write_cube at these sizes, e.g. 50,100,200,384"
     )
     ap.add_argument(
@@ -628,6 +686,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"\n{rp['granules']} realistic granules, {rp['granule_mb']:.1f} MB each; reader mismatches: {rp['reader_mismatches']}"
         )
         print(md_table(rp["rows"], COLUMNS))
+    if args.scan:
+        res["scan"] = run_scan(work, n_granules=args.scan, latency=args.latency)
+        print(md_table(res["scan"]["rows"], list(res["scan"]["rows"][0])))
+        print(f"same records: {res['scan']['same_records']}")
     if args.tutorial_granules:
         res["tutorial"] = run_tutorial(work, args.tutorial_granules)
         print(md_table(res["tutorial"]["rows"], TUTORIAL_COLUMNS))

@@ -926,6 +926,14 @@ def catalog_cmd(
         str | None, typer.Option("--stac-items", help="Also write STAC items (.json or .ndjson).")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Threads reading headers.")] = 16,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            help="Processes reading remote headers (default: 8 from 64 remote granules; "
+            "0: threads only).",
+        ),
+    ] = None,
     chunk_index: Annotated[
         bool,
         typer.Option(
@@ -943,6 +951,8 @@ def catalog_cmd(
     so = parse_options(storage_option, anon=anon)
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    if processes is not None and processes < 0:
+        raise InvalidInputError(f"--processes must be 0 or more, got {processes}")
     t0 = time.perf_counter()
     ui = _ui()
     ui.step(f"reading granule headers under {_public(source)}")
@@ -955,6 +965,7 @@ def catalog_cmd(
             progress=update,
             stac_items=stac_items,
             chunk_index=chunk_index,
+            processes=processes,
         )
     failures = table.attrs.get("failures", [])
     ui.out.print(

@@ -216,6 +216,7 @@ def build_catalog(
     stac_items: str | os.PathLike | None = None,
     https_base: str | None = None,
     chunk_index: bool = True,
+    processes: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Scan a folder or bucket prefix for ``*.nc`` granules and build a granule table.
 
@@ -249,6 +250,10 @@ def build_catalog(
     chunk_index
         Keep the chunk indexes of remote granules in the ``chunk_index`` column (default).
         False leaves the column out.
+    processes
+        Worker processes reading remote headers (see
+        :func:`~itslive_dask.io.listing.scan_headers`: by default 8 for 64 remote granules or
+        more, since h5py reads one header at a time per process; 0 for threads only).
 
     Returns
     -------
@@ -279,7 +284,9 @@ def build_catalog(
     if not urls:
         raise InvalidInputError(f"no *.nc files found under {source}")
     logger.info("building a catalog of %d files under %s", len(urls), source)
-    scan = scan_headers(urls, storage_options, max_workers=max_workers, progress=progress)
+    scan = scan_headers(
+        urls, storage_options, max_workers=max_workers, progress=progress, processes=processes
+    )
     failures = scan.failures
     records = {
         url: info.to_record(url, https_url=_https_for(url, root_url, https_base))

@@ -9,9 +9,12 @@ indexes.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,16 @@ from itslive_dask.io.fetch import RetryPolicy
 from itslive_dask.io.urls import is_remote, redact_url, url_to_fs
 from itslive_dask.progress import ProgressArg, Reporter
 
-__all__ = ["HeaderScan", "list_granules", "read_headers", "scan_headers"]
+__all__ = [
+    "PROCESS_SCAN_DEFAULT",
+    "PROCESS_SCAN_MIN",
+    "PROCESS_SCAN_SLOW_HEADER",
+    "HeaderScan",
+    "auto_processes",
+    "list_granules",
+    "read_headers",
+    "scan_headers",
+]
 
 _GLOB_CHARS = "*?["
 
@@ -100,6 +112,26 @@ class HeaderScan:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: Remote granules from which :func:`scan_headers` may read in processes by default.
+PROCESS_SCAN_MIN = 64
+#: Processes :func:`scan_headers` starts by default for a large remote scan.
+PROCESS_SCAN_DEFAULT = 8
+#: A first remote header that takes this long (seconds) means the requests wait on the
+#: store's latency: the rest is read in processes. A realistic granule's header is ~8.4
+#: ranged GETs and ~40 ms of work; at 10 ms per request it takes ~0.12 s.
+PROCESS_SCAN_SLOW_HEADER = 0.12
+
+
+def auto_processes(n_remote: int, first_header_s: float) -> int:
+    """The processes :func:`scan_headers` uses by default for ``n_remote`` more remote
+    granules, given the seconds the first one took: :data:`PROCESS_SCAN_DEFAULT` when
+    there are at least :data:`PROCESS_SCAN_MIN` and the store is slow to answer (starting
+    processes costs ~1 s of CPU each, which a fast store never pays back), else none."""
+    if n_remote >= PROCESS_SCAN_MIN and first_header_s >= PROCESS_SCAN_SLOW_HEADER:
+        return PROCESS_SCAN_DEFAULT
+    return 0
+
+
 def scan_headers(
     urls: Sequence[str],
     storage_options: Mapping[str, Any] | None = None,
@@ -107,13 +139,19 @@ def scan_headers(
     max_workers: int = 16,
     policy: RetryPolicy | None = None,
     progress: ProgressArg = None,
+    processes: int | None = None,
 ) -> HeaderScan:
     """Read the header and, for remote granules, the chunk index of every granule in ``urls``.
 
-    The headers are read in parallel threads; one read of a remote granule's HDF5 metadata
-    gives both its header and its chunk index
+    One read of a remote granule's HDF5 metadata gives both its header and its chunk index
     (:func:`~itslive_dask.io.remote.read_header_record`). A file that cannot be read is a
     failure entry, never an exception.
+
+    h5py runs one HDF5 call at a time per process, and a remote header's ranged GETs are
+    made inside those calls, one after the other: threads overlap little of the request
+    latency (8 realistic granules at 20 ms per request: 2.16 s in one thread, 1.74 s in
+    16). Large remote scans therefore read in worker processes, each granule after the
+    other, so that ``processes`` headers are read at once.
 
     Parameters
     ----------
@@ -122,53 +160,115 @@ def scan_headers(
     storage_options
         fsspec options for remote URLs.
     max_workers
-        Threads reading headers at once.
+        Threads reading headers at once (local files, and remote ones read without
+        processes).
     policy
         Retries of transient errors per header (default :class:`RetryPolicy`).
     progress
         ``True`` for a progress bar, or a callable ``f(done, total)``.
+    processes
+        Worker processes for the remote granules (started with ``spawn``: a script that
+        calls this at its top level needs the usual ``if __name__ == "__main__":`` guard,
+        as for a Dask ``LocalCluster``). None (default): the first remote header is read and
+        timed, then :func:`auto_processes` decides (8 processes for a large scan of a store
+        that answers slowly, else threads); 0: threads only.
 
     Returns
     -------
     HeaderScan
     """
-    from itslive_dask.io.remote import read_header_record
+    from itslive_dask.io.urls import is_remote
 
     if not isinstance(max_workers, int) or max_workers < 1:
         raise InvalidInputError(f"max_workers must be a positive integer, got {max_workers!r}")
+    if processes is not None and (not isinstance(processes, int) or processes < 0):
+        raise InvalidInputError(f"processes must be an integer >= 0, got {processes!r}")
     policy = policy or RetryPolicy()
     scan = HeaderScan()
-    failed: dict[str, dict[str, Any]] = {}
     if not urls:
         return scan
+    remote = [u for u in urls if is_remote(u)]
+    failed: dict[str, dict[str, Any]] = {}
     with Reporter(progress, len(urls), "reading headers") as rep:
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(urls))) as pool:
-            futures = {pool.submit(read_header_record, u, storage_options, policy): u for u in urls}
+
+        def take(url: str, info: Any, record: Any, failure: Any) -> None:
+            if failure is not None:
+                failed[url] = failure
+            else:
+                scan.infos[url] = info
+                if record is not None:
+                    scan.records[url] = record
+            rep.advance()
+
+        done: set[str] = set()
+        if processes is None:  # automatic: time one header, then choose
+            processes = 0
+            if len(remote) > PROCESS_SCAN_MIN:
+                t0 = time.perf_counter()
+                take(*_read_batch(remote[:1], storage_options, policy)[0])
+                processes = auto_processes(len(remote) - 1, time.perf_counter() - t0)
+                done, remote = {remote[0]}, remote[1:]
+        processes = min(processes, len(remote))
+        in_processes = set(remote) if processes else set()
+        threaded = [u for u in urls if u not in in_processes and u not in done]
+        with contextlib.ExitStack() as stack:
+            futures: dict[Any, list[str]] = {}
+            if threaded:
+                pool = stack.enter_context(ThreadPoolExecutor(min(max_workers, len(threaded))))
+                for u in threaded:
+                    futures[pool.submit(_read_batch, [u], storage_options, policy)] = [u]
+            if in_processes:
+                procs = stack.enter_context(
+                    ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+                )
+                batch = max(1, min(32, len(remote) // (processes * 4)))
+                for i in range(0, len(remote), batch):
+                    part = remote[i : i + batch]
+                    futures[
+                        procs.submit(_read_batch, part, dict(storage_options or {}), policy)
+                    ] = part
             for fut in as_completed(futures):
-                url = futures[fut]
                 try:
-                    info, record = fut.result()
-                except GranuleError as exc:
-                    failed[url] = {
-                        "url": redact_url(url),
-                        "error": exc.problem,
-                        "attempts": getattr(exc, "attempts", 1),
-                        "seconds": round(float(getattr(exc, "seconds", 0.0)), 3),
-                    }
-                except Exception as exc:  # one bad file must not stop the others
-                    failed[url] = {
-                        "url": redact_url(url),
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "attempts": 1,
-                        "seconds": 0.0,
-                    }
-                else:
-                    scan.infos[url] = info
-                    if record is not None:
-                        scan.records[url] = record
-                rep.advance()
+                    results = fut.result()
+                except Exception as exc:  # a worker process died: its granules are failures
+                    problem = f"the header-reading process failed ({type(exc).__name__}: {exc})"
+                    results = [(u, None, None, _failure(u, problem)) for u in futures[fut]]
+                for result in results:
+                    take(*result)
     scan.failures = [failed[u] for u in urls if u in failed]
     return scan
+
+
+def _failure(url: str, problem: str, attempts: int = 1, seconds: float = 0.0) -> dict[str, Any]:
+    return {
+        "url": redact_url(url),
+        "error": problem,
+        "attempts": attempts,
+        "seconds": round(float(seconds), 3),
+    }
+
+
+def _read_batch(
+    urls: Sequence[str], storage_options: Mapping[str, Any] | None, policy: RetryPolicy
+) -> list[tuple[str, GranuleInfo | None, dict[str, Any] | None, dict[str, Any] | None]]:
+    """``(url, info, record, failure)`` of each granule of ``urls``, read one after the other
+    (a thread or process-pool task; never raises for one granule)."""
+    from itslive_dask.io.remote import read_header_record
+
+    out: list[tuple[str, GranuleInfo | None, dict[str, Any] | None, dict[str, Any] | None]] = []
+    for url in urls:
+        try:
+            info, record = read_header_record(url, storage_options, policy)
+        except GranuleError as exc:
+            failure = _failure(
+                url, exc.problem, getattr(exc, "attempts", 1), getattr(exc, "seconds", 0.0)
+            )
+            out.append((url, None, None, failure))
+        except Exception as exc:  # one bad file must not stop the others
+            out.append((url, None, None, _failure(url, f"{type(exc).__name__}: {exc}")))
+        else:
+            out.append((url, info, record, None))
+    return out
 
 
 def read_headers(
