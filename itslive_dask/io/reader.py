@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from itslive_dask.cache import LRU
 from itslive_dask.granule.info import GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy
 
@@ -81,7 +82,7 @@ class HeaderRecords(Protocol):
 
 
 #: (scope, url) of the table records that did not fit their object in this process.
-_UNFIT: set[tuple[str, str]] = set()
+_UNFIT: LRU[bool] = LRU(maxsize=65536)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class TableHeaders:
         """The record of ``url``, or None (none, not a JSON object, or discarded)."""
         from itslive_dask.table import chunk_index_record
 
-        if (self.scope, url) in _UNFIT:
+        if _UNFIT.peek((self.scope, url)) is not None:
             return None
         return chunk_index_record(self.texts.get(url))
 
@@ -118,7 +119,7 @@ class TableHeaders:
 
     def discard(self, url: str) -> None:
         """Stop using the record of ``url`` in this process (it did not fit its object)."""
-        _UNFIT.add((self.scope, url))
+        _UNFIT.get((self.scope, url), lambda: True)
 
 
 #: ``(url, storage_options, policy, session) -> GranuleReader``; ``session`` scopes the
