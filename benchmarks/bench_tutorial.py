@@ -33,7 +33,9 @@ Run::
         --s3-granules 128 --local-granules 384 [--h5py-baseline]
 
 ``--h5py-baseline`` adds a case per local size: the engine with h5py for local files
-(the local reader before session 4). ``--again`` adds ``engine_again``: the same cube built
+(the local reader before session 4). ``--s3-catalog`` adds ``engine_catalog`` to the S3 cases:
+``write_cube`` from the table of ``build_catalog`` over the same objects (chunk indexes
+kept; the catalog's own cost is in the row). ``--again`` adds ``engine_again``: the same cube built
 twice on one fresh cluster, timed by its second build (a running cluster, as on a hub). ``--local-readers N`` only compares the two local
 readers in one process on N granules, for three chunkings (:func:`local_readers`);
 ``--floor N`` only measures the decode floor of N granules against the kernel
@@ -274,11 +276,18 @@ def case_engine_again(spec: dict[str, Any]) -> dict[str, Any]:
     return case_engine({**spec, "builds": 2})
 
 
+def case_engine_catalog(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`case_engine` from the table of ``build_catalog`` over the same objects (its
+    ``chunk_index`` column: the blocks read no header)."""
+    return case_engine({**spec, "table": spec["catalog_table"]})
+
+
 CASES = {
     "tutorial": case_tutorial,
     "engine": case_engine,
     "engine_h5py": case_engine_h5py,
     "engine_again": case_engine_again,
+    "engine_catalog": case_engine_catalog,
 }
 
 
@@ -398,6 +407,7 @@ def run_comparison(
     seed: int = 0,
     n_workers: int = 2,
     local_cases: tuple[str, ...] = ("tutorial", "engine"),
+    s3_catalog: bool = False,
 ) -> dict[str, Any]:
     """The tutorial vs the engine on realistic granules: from the local S3 server (behind the
     counting proxy) at ``s3_granules``, and from local files at each of ``local_granules``
@@ -433,8 +443,31 @@ def run_comparison(
                 with S3Proxy(so) as proxy:
                     spec = _spec(s3table, geojson, work, proxy.storage_options)
                     specs.append(Path(spec["table"]))
-                    for row in _pair("local S3 (moto)", s3_granules, spec, work, proxy, n_workers):
+                    cases: tuple[str, ...] = ("tutorial", "engine")
+                    catalog_cost = None
+                    if s3_catalog:  # the same objects through a catalog with chunk indexes
+                        from itslive_dask.discovery.catalog import build_catalog
+
+                        proxy.reset_stats()
+                        t2 = time.perf_counter()
+                        cat = build_catalog(
+                            "s3://its-live-data/", storage_options=proxy.storage_options
+                        )
+                        catalog_cost = {
+                            "seconds": time.perf_counter() - t2,
+                            **proxy.reset_stats().summary(),
+                        }
+                        path = work / f"tutorial-catalog-{time.time_ns()}.parquet"
+                        cat.to_parquet(path)
+                        specs.append(path)
+                        spec["catalog_table"] = str(path)
+                        cases = (*cases, "engine_catalog")
+                    for row in _pair(
+                        "local S3 (moto)", s3_granules, spec, work, proxy, n_workers, cases
+                    ):
                         row["upload_s"] = upload_s
+                        if row["case"] == "engine_catalog":
+                            row["catalog"] = catalog_cost
                         rows.append(row)
         for n in local_granules:
             table = realistic_archive(dest, n, seed=seed)
@@ -718,6 +751,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also run the engine with h5py for local files (the reader before session 4)",
     )
     ap.add_argument(
+        "--s3-catalog",
+        action="store_true",
+        help="also build from the S3 objects through build_catalog's table (engine_catalog)",
+    )
+    ap.add_argument(
         "--again",
         action="store_true",
         help="also build the cube twice on one cluster (engine_again: the second build's time)",
@@ -769,6 +807,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res = run_comparison(
         args.work,
         s3_granules=args.s3_granules,
+        s3_catalog=args.s3_catalog,
         seed=args.seed,
         n_workers=args.workers,
         local_granules=tuple(int(n) for n in args.local_granules.split(",") if n.strip()),
