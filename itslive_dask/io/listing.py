@@ -213,14 +213,17 @@ def scan_headers(
         threaded = [u for u in urls if u not in in_processes and u not in done]
         with contextlib.ExitStack() as stack:
             futures: dict[Any, list[str]] = {}
+            # on an interrupt the pools drop what has not started instead of finishing the scan
             if threaded:
-                pool = stack.enter_context(ThreadPoolExecutor(min(max_workers, len(threaded))))
+                pool = ThreadPoolExecutor(min(max_workers, len(threaded)))
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)
                 for u in threaded:
                     futures[pool.submit(_read_batch, [u], storage_options, policy)] = [u]
             if in_processes:
-                procs = stack.enter_context(
-                    ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+                procs = ProcessPoolExecutor(
+                    processes, mp_context=multiprocessing.get_context("spawn")
                 )
+                stack.callback(procs.shutdown, wait=True, cancel_futures=True)
                 batch = max(1, min(32, len(remote) // (processes * 4)))
                 for i in range(0, len(remote), batch):
                     part = remote[i : i + batch]

@@ -84,3 +84,18 @@ def test_the_automatic_choice_reads_every_granule_once(urls, local_s3, monkeypat
     assert set(scan.infos) == set(urls[:6])
     assert [f["url"] for f in scan.failures] == [urls[6], urls[7]]
     assert seen[-1] == (len(order), len(order)) and len(seen) == len(order)
+
+
+def test_an_interrupted_scan_reads_no_more_headers(urls, local_s3):
+    """An exception in the middle (Ctrl-C, a progress callback that raises) stops the scan:
+    the granules not started are not read (before, the pool finished them all first)."""
+    from itslive_dask.testing.s3proxy import S3Proxy
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with S3Proxy(local_s3, latency=0.05) as proxy:
+        with pytest.raises(KeyboardInterrupt):
+            scan_headers(urls[:6], proxy.storage_options, max_workers=1, processes=0, progress=stop)
+        read = {r.key for r in proxy.stats.records}
+    assert 1 <= len(read) <= 2, read  # the first granule, and at most the one in flight
