@@ -22,7 +22,7 @@ from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET, RetryPolicy, retry_policy
 from itslive_dask.io.listing import list_granules
 from itslive_dask.spec import CubeSpec
-from itslive_dask.table import chunk_index_text, granule_table, validate_granule_table
+from itslive_dask.table import granule_table, validate_granule_table
 from itslive_dask.types import BBox, Chunks, CRSLike, Granules, Region, Resampling, StorageOptions
 
 __all__ = ["granule_sources", "make_plan", "open_cube", "resolve_granules"]
@@ -269,11 +269,5 @@ def _header_table(
         first = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise GranuleError(first["url"], f"{first['error']}{more}", first["attempts"])
-    rows = []
-    for s in sources:
-        if s in scan.infos:
-            row = scan.infos[s].to_record(s)
-            if s in scan.records:  # read with the header: the build need not read it again
-                row["chunk_index"] = chunk_index_text(scan.records[s])
-            rows.append(row)
-    return granule_table(rows), failures
+    # each row keeps the chunk index read with its header: the build need not read it again
+    return granule_table(scan.row(s) for s in sources if s in scan.infos), failures

@@ -20,13 +20,7 @@ from itslive_dask.discovery.stac import items_to_table, row_to_item
 from itslive_dask.errors import InvalidInputError, SearchError
 from itslive_dask.io.files import open_binary, put_atomic
 from itslive_dask.progress import ProgressArg
-from itslive_dask.table import (
-    COLUMNS,
-    chunk_index_text,
-    empty_granule_table,
-    granule_table,
-    validate_granule_table,
-)
+from itslive_dask.table import COLUMNS, empty_granule_table, granule_table, validate_granule_table
 
 __all__ = ["build_catalog", "load_catalog", "save_catalog", "table_to_stac_items"]
 
@@ -289,13 +283,9 @@ def build_catalog(
     )
     failures = scan.failures
     records = {
-        url: info.to_record(url, https_url=_https_for(url, root_url, https_base))
-        for url, info in scan.infos.items()
+        url: scan.row(url, https_url=_https_for(url, root_url, https_base), chunk_index=chunk_index)
+        for url in scan.infos
     }
-    if chunk_index:
-        for url, rec in records.items():
-            if url in scan.records:
-                rec["chunk_index"] = chunk_index_text(scan.records[url])
 
     kept: dict[str, dict[str, Any]] = {}
     for url in sorted(records):

@@ -111,6 +111,16 @@ class HeaderScan:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
+    def row(self, url: str, *, https_url: str = "", chunk_index: bool = True) -> dict[str, Any]:
+        """The granule-table row of ``url`` (one of :attr:`infos`), with its ``chunk_index``
+        cell when it has a record and ``chunk_index`` is true."""
+        from itslive_dask.table import chunk_index_text
+
+        row = self.infos[url].to_record(url, https_url=https_url)
+        if chunk_index and url in self.records:
+            row["chunk_index"] = chunk_index_text(self.records[url])
+        return row
+
 
 #: Remote granules from which :func:`scan_headers` may read in processes by default.
 PROCESS_SCAN_MIN = 64
@@ -177,8 +187,6 @@ def scan_headers(
     -------
     HeaderScan
     """
-    from itslive_dask.io.urls import is_remote
-
     if not isinstance(max_workers, int) or max_workers < 1:
         raise InvalidInputError(f"max_workers must be a positive integer, got {max_workers!r}")
     if processes is not None and (not isinstance(processes, int) or processes < 0):
