@@ -24,7 +24,7 @@ from itslive_dask.errors import GranuleError, InvalidInputError
 from itslive_dask.granule.decode import decode, window_bounds
 from itslive_dask.granule.info import KNOWN_VARIABLES, GranuleGrid, GranuleInfo
 from itslive_dask.io.fetch import RetryPolicy, with_retries
-from itslive_dask.io.hdf5 import h5_problem, open_h5, read_grid, read_info
+from itslive_dask.io.hdf5 import h5_problem, open_h5, read_granule_info, read_grid, read_info
 from itslive_dask.io.ranged import (
     ChunkCache,
     ChunkIndex,
@@ -32,7 +32,7 @@ from itslive_dask.io.ranged import (
     UnsupportedLayout,
     read_window_ranged,
 )
-from itslive_dask.io.urls import redact_url, url_to_fs
+from itslive_dask.io.urls import is_remote, redact_url, url_to_fs
 
 __all__ = [
     "CHUNK_CACHE_BYTES",
@@ -153,9 +153,6 @@ def read_header_record(
     GranuleError
         When the file cannot be read or is not an ITS_LIVE granule.
     """
-    from itslive_dask.io.hdf5 import read_granule_info
-    from itslive_dask.io.urls import is_remote
-
     policy = policy or RetryPolicy(retries=0)
     if not is_remote(url):
         return read_granule_info(url, None, policy), None
