@@ -123,20 +123,18 @@ def validate_granule_table(table: Any) -> gpd.GeoDataFrame:
         gdf = gdf.set_crs("EPSG:4326")
     elif not gdf.crs.equals("EPSG:4326"):
         gdf = gdf.to_crs("EPSG:4326")
-    for col, dtype in COLUMNS.items():
+    present = {c: t for c, t in OPTIONAL_COLUMNS.items() if c in gdf.columns}
+    for col, dtype in {**COLUMNS, **present}.items():
         if dtype.startswith("datetime64"):
             # text dates (GeoJSON, STAC) may mix whole and fractional seconds
             fmt = None if pd.api.types.is_datetime64_any_dtype(gdf[col]) else "mixed"
             gdf[col] = (
                 pd.to_datetime(gdf[col], utc=True, format=fmt).dt.tz_localize(None).astype(dtype)
             )
-        elif dtype == "object":
+        elif dtype == "object":  # text: '' where unknown
             gdf[col] = gdf[col].fillna("").astype(str)
         else:
             gdf[col] = gdf[col].astype(dtype)
-    for col in OPTIONAL_COLUMNS:  # all text: '' where unknown
-        if col in gdf.columns:
-            gdf[col] = gdf[col].fillna("").astype(str)
     dup = gdf["granule_id"].duplicated()
     if dup.any():
         raise InvalidInputError(
