@@ -529,20 +529,7 @@ def run_scaling(
     rows = []
     for n in sizes:
         for r in run_tutorial(work, n)["rows"]:
-            rows.append(
-                {
-                    k: r.get(k)
-                    for k in (
-                        "case",
-                        "granules",
-                        "elapsed_s",
-                        "x_baseline",
-                        "driver_peak_mb",
-                        "max_worker_peak_mb",
-                        "shape",
-                    )
-                }
-            )
+            rows.append({k: r.get(k) for k in TUTORIAL_COLUMNS})
     return {"rows": rows}
 
 
