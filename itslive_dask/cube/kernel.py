@@ -19,9 +19,9 @@ import shapely
 
 from itslive_dask.cache import LRU
 from itslive_dask.cube.reproject import (
+    Sampler,
     fractional_index,
     rotate,
-    sample,
     source_geometry,
     source_window,
 )
@@ -245,8 +245,13 @@ def _warp_granule(cfg, ref, rows_s, cols_s, inside, to_read, dest) -> None:
         return
     geom, win, window = found
     sel = inside[win.keep]
-    methods = {n: "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling for n in to_read}
-    sampled = {n: sample(window[n], win.fi, win.fj, methods[n]) for n in to_read}
+    samplers: dict[str, Sampler] = {}  # one per method: the variables share the window
+    sampled = {}
+    for n in to_read:
+        method = "nearest" if n in CATEGORICAL_VARIABLES else cfg.resampling
+        if method not in samplers:
+            samplers[method] = Sampler(win.fi, win.fj, window[n].shape, method)
+        sampled[n] = samplers[method](window[n])
     if "vx" in sampled:
         sampled["vx"], sampled["vy"] = rotate(
             sampled["vx"], sampled["vy"], geom.cos.ravel()[sel], geom.sin.ravel()[sel]

@@ -27,7 +27,7 @@ import numpy as np
 from itslive_dask.geo.transform import transformer
 from itslive_dask.spec import RESAMPLING
 
-__all__ = ["RESAMPLING", "SourceGeometry", "rotate", "sample", "source_geometry"]
+__all__ = ["RESAMPLING", "Sampler", "SourceGeometry", "rotate", "sample", "source_geometry"]
 
 
 #: Step (metres, along the source x axis) of the finite difference that measures the rotation.
@@ -326,6 +326,84 @@ def source_window(
     return SourceWindow(keep, slice(r0, r1), slice(c0, c1), fi - r0, fj - c0)
 
 
+class Sampler:
+    """Where target points fall in a source window, worked out once and applied to each of
+    a granule's variables (every variable of a granule shares its grid).
+
+    Parameters
+    ----------
+    fi, fj
+        1-D fractional row and column indices (0 = centre of the first pixel).
+    shape
+        ``(rows, cols)`` of the source arrays the sampler will be applied to.
+    method
+        ``"nearest"``: the source pixel that contains the point (GDAL's rule).
+        ``"bilinear"``: NaN-aware bilinear weights of the 4 surrounding centres, renormalised
+        over the valid ones; the point must lie inside the source pixel extent.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    """
+
+    def __init__(
+        self, fi: np.ndarray, fj: np.ndarray, shape: tuple[int, int], method: str = "nearest"
+    ) -> None:
+        if method not in RESAMPLING:
+            raise ValueError(f"unknown resampling {method!r}; use one of {RESAMPLING}")
+        ny, nx = (int(n) for n in shape)
+        self.shape, self.method, self.size = (ny, nx), method, len(fi)
+        if method == "nearest":
+            i = np.floor(fi + 0.5)
+            j = np.floor(fj + 0.5)
+            ok = (i >= 0) & (i < ny) & (j >= 0) & (j < nx)
+            self._ok = ok
+            self._flat = i[ok].astype(np.intp) * nx + j[ok].astype(np.intp)
+            return
+        inside = (fi >= -0.5) & (fi <= ny - 0.5) & (fj >= -0.5) & (fj <= nx - 0.5)
+        fi_in, fj_in = fi[inside], fj[inside]
+        i0 = np.floor(fi_in).astype(np.intp)
+        j0 = np.floor(fj_in).astype(np.intp)
+        wi = (fi_in - i0).astype("float64")
+        wj = (fj_in - j0).astype("float64")
+        self._ok = inside
+        #: per corner: (positions among the inside points, flat source index, weight there)
+        self._corners = []
+        for di, dj, w in (
+            (0, 0, (1 - wi) * (1 - wj)),
+            (0, 1, (1 - wi) * wj),
+            (1, 0, wi * (1 - wj)),
+            (1, 1, wi * wj),
+        ):
+            ii, jj = i0 + di, j0 + dj
+            pos = np.flatnonzero((ii >= 0) & (ii < ny) & (jj >= 0) & (jj < nx) & (w > 0))
+            self._corners.append((pos, ii[pos] * nx + jj[pos], w[pos]))
+
+    def __call__(self, src: np.ndarray) -> np.ndarray:
+        """``src`` (float32, NaN = no data) at the sampler's points: float32, NaN where a
+        point is outside the source or has no data."""
+        if src.shape != self.shape:
+            raise ValueError(f"the sampler is for arrays of shape {self.shape}, got {src.shape}")
+        flat = src.reshape(-1)
+        out = np.full(self.size, np.nan, dtype="float32")
+        if self.method == "nearest":
+            out[self._ok] = flat[self._flat]
+            return out
+        n = int(np.count_nonzero(self._ok))
+        acc = np.zeros(n, "float64")
+        wsum = np.zeros(n, "float64")
+        for pos, index, w in self._corners:
+            vals = flat[index].astype("float64")
+            good = np.isfinite(vals)
+            acc[pos[good]] += w[good] * vals[good]
+            wsum[pos[good]] += w[good]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = np.where(wsum > 0, acc / wsum, np.nan)
+        out[self._ok] = res.astype("float32")
+        return out
+
+
 def sample(src: np.ndarray, fi: np.ndarray, fj: np.ndarray, method: str = "nearest") -> np.ndarray:
     """Resample a 2-D source array at fractional (row ``fi``, column ``fj``) indices.
 
@@ -336,51 +414,15 @@ def sample(src: np.ndarray, fi: np.ndarray, fj: np.ndarray, method: str = "neare
     fi, fj
         1-D fractional row and column indices (0 = centre of the first pixel).
     method
-        ``"nearest"``: the source pixel that contains the point (GDAL's rule).
-        ``"bilinear"``: NaN-aware bilinear weights of the 4 surrounding centres, renormalised
-        over the valid ones; the point must lie inside the source pixel extent.
+        ``"nearest"`` or ``"bilinear"`` (see :class:`Sampler`, which samples several arrays
+        of one shape at the same points).
 
     Returns
     -------
     numpy.ndarray
         float32 values, NaN where the point is outside the source or has no data.
     """
-    ny, nx = src.shape
-    out = np.full(fi.shape, np.nan, dtype="float32")
-    if method == "nearest":
-        i = np.floor(fi + 0.5)
-        j = np.floor(fj + 0.5)
-        ok = (i >= 0) & (i < ny) & (j >= 0) & (j < nx)
-        out[ok] = src[i[ok].astype(np.intp), j[ok].astype(np.intp)]
-        return out
-    if method != "bilinear":
-        raise ValueError(f"unknown resampling {method!r}; use one of {RESAMPLING}")
-    inside = (fi >= -0.5) & (fi <= ny - 0.5) & (fj >= -0.5) & (fj <= nx - 0.5)
-    fi_in, fj_in = fi[inside], fj[inside]
-    i0 = np.floor(fi_in).astype(np.intp)
-    j0 = np.floor(fj_in).astype(np.intp)
-    wi = (fi_in - i0).astype("float64")
-    wj = (fj_in - j0).astype("float64")
-    acc = np.zeros(fi_in.shape, "float64")
-    wsum = np.zeros(fi_in.shape, "float64")
-    for di, dj, w in (
-        (0, 0, (1 - wi) * (1 - wj)),
-        (0, 1, (1 - wi) * wj),
-        (1, 0, wi * (1 - wj)),
-        (1, 1, wi * wj),
-    ):
-        ii = i0 + di
-        jj = j0 + dj
-        ok = (ii >= 0) & (ii < ny) & (jj >= 0) & (jj < nx)
-        vals = np.full(fi_in.shape, np.nan)
-        vals[ok] = src[ii[ok], jj[ok]]
-        good = ok & np.isfinite(vals) & (w > 0)
-        acc[good] += w[good] * vals[good]
-        wsum[good] += w[good]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        res = np.where(wsum > 0, acc / wsum, np.nan)
-    out[inside] = res.astype("float32")
-    return out
+    return Sampler(fi, fj, src.shape, method)(src)
 
 
 def rotate(

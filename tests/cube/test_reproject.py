@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from pyproj import Geod, Transformer
 
-from itslive_dask.cube.reproject import fractional_index, rotate, sample, source_geometry
+from itslive_dask.cube.reproject import (
+    Sampler,
+    fractional_index,
+    rotate,
+    sample,
+    source_geometry,
+)
 
 
 def test_rotation_utm_central_meridian_to_polar_stereographic_is_hand_computed():
@@ -75,6 +81,47 @@ def test_bilinear_reproduces_linear_field_and_ignores_nan():
     out = sample(holed, np.array([1.5]), np.array([1.5]), "bilinear")
     # the three valid neighbours (1,2), (2,1), (2,2) with equal weights
     assert out[0] == pytest.approx((src[1, 2] + src[2, 1] + src[2, 2]) / 3)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_one_sampler_serves_every_variable_of_a_window(method):
+    """The kernel works out the points once per granule and samples each variable with
+    them: each variable gets its own values (linear fields, known at every point), and a
+    hole in one variable does not leak into another."""
+    i, j = np.mgrid[0:6, 0:7]
+    fields = {
+        "vx": (2.0 * i + j).astype("float32"),
+        "vy": (-3.0 * i + 5.0 * j + 1).astype("float32"),
+        "v": (0.5 * i - j + 40).astype("float32"),
+    }
+    fields["v"][2, 3] = np.nan
+    fi = np.array([0.0, 1.25, 2.0, 4.6, 3.4, 6.0, 0.3])  # [5]: outside the extent
+    fj = np.array([0.0, 2.5, 3.0, 5.2, 0.7, 1.0, 3.0])
+    sampler = Sampler(fi, fj, (6, 7), method)
+    for name, src in fields.items():
+        out = sampler(src)
+        if method == "nearest":
+            ii, jj = np.floor(fi + 0.5).astype(int), np.floor(fj + 0.5).astype(int)
+            ok = (ii >= 0) & (ii < 6) & (jj >= 0) & (jj < 7)
+            truth = np.full(fi.shape, np.nan)
+            truth[ok] = src[ii[ok], jj[ok]]
+        else:
+            a, b, c = {"vx": (2, 1, 0), "vy": (-3, 5, 1), "v": (0.5, -1, 40)}[name]
+            inside = (fi >= -0.5) & (fi <= 5.5) & (fj >= -0.5) & (fj <= 6.5)
+            truth = np.where(inside, a * fi + b * fj + c, np.nan)
+        if name == "v":  # the hole at (2, 3): no data there; bilinear renormalises around it
+            truth[2] = np.nan
+            if method == "bilinear":  # (1.25, 2.5): weights 3/8, 3/8, 1/8 at (1,2), (1,3), (2,2)
+                truth[1] = (0.375 * 38.5 + 0.375 * 37.5 + 0.125 * 39.0) / 0.875
+        assert np.allclose(out, truth, equal_nan=True, atol=1e-4), name
+    assert not np.isnan(sampler(fields["vx"])[2])  # the hole is v's alone
+
+
+def test_a_sampler_refuses_another_shape_or_method():
+    with pytest.raises(ValueError, match="shape"):
+        Sampler(np.array([0.0]), np.array([0.0]), (3, 4))(np.zeros((4, 4), "float32"))
+    with pytest.raises(ValueError, match="unknown resampling"):
+        Sampler(np.array([0.0]), np.array([0.0]), (3, 4), "cubic")
 
 
 def test_fractional_index_descending_axis():
