@@ -50,6 +50,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -65,6 +66,7 @@ __all__ = [
     "pre_spawn_environ",
     "release_process_caches",
     "sigint_shield",
+    "start_worker_check",
     "worker_environments",
 ]
 
@@ -632,6 +634,41 @@ def check_workers(
         )
     log.debug("worker environments checked: %d workers", len(envs))
     return envs
+
+
+def start_worker_check(client: Any, *, timeout: float = 10.0) -> Future | None:
+    """Start :func:`check_workers` on a running ``distributed.Client`` in a background thread.
+
+    The workers import the package and the block tasks' modules while the caller goes on
+    (e.g. plans the cube and prepares its template): on a cluster that has not run a build
+    yet, those imports then no longer delay the first tasks. Wait on the returned future
+    (``.result()`` raises the check's :class:`~itslive_dask.errors.ClusterError`) before
+    anything depends on the workers, and pass ``check=False`` to :func:`dask_client`.
+
+    Parameters
+    ----------
+    client
+        Anything :func:`dask_client` takes as ``client``; only a ``distributed.Client`` is
+        checked early (a cluster object gets its own client, checked by :func:`dask_client`).
+    timeout
+        As for :func:`check_workers`.
+
+    Returns
+    -------
+    concurrent.futures.Future or None
+        The running check, or None when ``client`` is not a ``distributed.Client``.
+    """
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    if not isinstance(client, Client):
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="itslive-worker-check")
+    try:
+        return pool.submit(check_workers, client, timeout=timeout)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _public_version(version: str) -> str:

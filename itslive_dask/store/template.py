@@ -39,6 +39,7 @@ __all__ = [
     "append_template",
     "check_alignment",
     "encode_int16",
+    "template_dataset",
     "undo_interrupted_append",
     "write_template",
 ]
@@ -112,6 +113,9 @@ def encoding(
 
 
 def template_dataset(plan: CubePlan) -> xr.Dataset:
+    """The template of ``plan``'s cube as :func:`write_template` stores it: the lazy
+    cube's coordinates and attributes, a ``granule_status`` flag per layer, and explicit
+    ``grid_mapping`` attributes (pure: nothing is read or written)."""
     ds = cube_template(plan)
     # int64 like its flag_values: attributes go through JSON in Zarr and come back as int64
     # (CF wants flag_values of the variable's type)
@@ -142,8 +146,12 @@ def write_template(
     zarr_format: int,
     overwrite: bool,
     velocity_encoding: str = "float32",
+    dataset: xr.Dataset | None = None,
 ) -> None:
     """Write the template of a new cube (replacing the store when ``overwrite``).
+
+    ``dataset``: :func:`template_dataset` of ``plan`` when the caller has built it already
+    (e.g. while the workers were being checked).
 
     ``velocity_encoding`` (see :data:`VELOCITY_ENCODINGS`) is recorded in the build state;
     resume and append keep the arrays, and so the encoding, of the store. The build state is
@@ -162,7 +170,7 @@ def write_template(
             clear_store(target)  # all but the build lease this build holds
         # a new store holds at most the lease: zarr's "w-" refuses any content
         create: Literal["w-", "a"] = "w-" if exists(target) else "a"
-        ds = template_dataset(plan)
+        ds = (template_dataset(plan) if dataset is None else dataset).copy()
         state = state_from_plan(plan, velocity_encoding=velocity_encoding)
         state["generations"] = [generation(plan)]
         state["zarr_format"] = zarr_format

@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 import shapely
 import xarray as xr
 
-from itslive_dask.cluster import dask_client
+from itslive_dask.cluster import dask_client, start_worker_check
 from itslive_dask.cube.lazy import granule_sources, make_plan, resolve_and_report
 from itslive_dask.cube.plan import CubePlan, plan_cube
 from itslive_dask.errors import GranuleError, InvalidInputError, StoreError
@@ -76,6 +77,7 @@ from itslive_dask.store.target import (
 from itslive_dask.store.template import (
     VELOCITY_ENCODINGS,
     append_template,
+    template_dataset,
     undo_interrupted_append,
     write_template,
 )
@@ -272,6 +274,8 @@ def write_cube(
         raise InvalidInputError(
             f"velocity_encoding must be one of {', '.join(VELOCITY_ENCODINGS)}, got {velocity_encoding!r}"
         )
+    # a running cluster imports the block tasks' modules while this process plans
+    early_check = start_worker_check(client)
     target = resolve_target(store, store_options)
     check_output(target, mode=mode)  # before anything is read: a clear error for a wrong mode
     # one build at a time: taken before anything is written, renewed, released on every exit
@@ -286,6 +290,7 @@ def write_cube(
             zarr_format=zarr_format,
             velocity_encoding=velocity_encoding,
             client=client,
+            early_check=early_check,
             scheduler=scheduler,
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
@@ -309,6 +314,7 @@ def _build_map(
     zarr_format: int,
     velocity_encoding: str,
     client: Any,
+    early_check: Future | None,
     scheduler: str | None,
     n_workers: int | None,
     threads_per_worker: int,
@@ -352,6 +358,8 @@ def _build_map(
             velocity_encoding = str(state.get("velocity_encoding", velocity_encoding))
             skipped += _dropped_rows(plan)
     stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
+    # built while the workers are checked: its first imports (CRS, Zarr) overlap theirs
+    template = template_dataset(plan) if plan is not None else None
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
         client,
@@ -360,7 +368,10 @@ def _build_map(
         threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
         announce=announce,
+        check=early_check is None,
     ) as c:
+        if early_check is not None:
+            early_check.result()  # raises ClusterError for workers that cannot run the build
         if mode in ("resume", "append"):
             remove_leftovers(target)
             if state is not None and state.get("template_complete") is not False:
@@ -383,6 +394,7 @@ def _build_map(
                 zarr_format=zarr_format,
                 overwrite=(mode in ("overwrite", "resume")),
                 velocity_encoding=velocity_encoding,
+                dataset=template,
             )
             if table is not None:
                 keep_rows(target, table, plan.token)

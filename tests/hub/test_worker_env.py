@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import itslive_dask
-from itslive_dask.cluster import check_workers, dask_client
+from itslive_dask.cluster import check_workers, dask_client, start_worker_check
 from itslive_dask.errors import ClusterError
 
 #: Run by the worker at start-up (``dask worker --preload``): the worker's Python cannot import
@@ -78,13 +78,27 @@ def test_workers_lacking_the_package_give_one_clear_error(
     assert not store.exists(), "nothing is written before the check"
 
 
-def test_the_check_applies_to_a_given_client(mixed_cluster):
+def test_the_check_applies_to_a_given_client(tmp_path, mixed_cluster, small, synthetic_archive):
     from distributed import Client
 
     with Client(mixed_cluster, timeout=30) as client:
         with pytest.raises(ClusterError, match=r"2 of 3 Dask workers"):
             with dask_client(client):
                 pass
+        # write_cube checks a given client while it plans (start_worker_check): the same
+        # error, and still nothing written
+        store = tmp_path / "never.zarr"
+        with pytest.raises(ClusterError, match=r"2 of 3 Dask workers") as info:
+            itslive_dask.write_cube(
+                small,
+                str(store),
+                synthetic_archive.region,
+                storage_options=synthetic_archive.storage_options,
+                client=client,
+            )
+        assert "(name old)" in str(info.value) and "(name lacking)" in str(info.value)
+        assert not store.exists(), "nothing is written before the check"
+        assert start_worker_check(None) is None and start_worker_check("tcp://x:1") is None
         # the given client is left open
         assert client.status == "running"
         # without the two bad workers the same cluster passes
@@ -92,6 +106,7 @@ def test_the_check_applies_to_a_given_client(mixed_cluster):
         client.retire_workers(bad, close_workers=True)
         envs = check_workers(client)
         assert [e["name"] for e in envs.values()] == ["good"]
+        assert start_worker_check(client).result(timeout=30) == envs
         (env,) = envs.values()
         assert env["modules"]["itslive_dask"] == {"version": itslive_dask.__version__}
         assert set(env["modules"]) == {
