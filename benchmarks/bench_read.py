@@ -155,9 +155,7 @@ def _clear_caches(B, geometry: bool = True) -> None:
     from itslive_dask.io import fetch, remote
 
     caches = [getattr(B, n, None) for n in ("MASK_CACHE", "INFO_CACHE")]
-    caches += [fetch.BYTES_CACHE, remote.HEADER_CACHE, B.FAILED_CACHE]
-    with remote._CHUNKS_LOCK:
-        remote._CHUNKS.clear()
+    caches += [fetch.BYTES_CACHE, remote.HEADER_CACHE, remote.CHUNK_CACHE, B.FAILED_CACHE]
     if geometry:
         caches.append(B.GEOMETRY_CACHE)
     for cache in caches:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import pytest
 
 import itslive_dask
@@ -172,7 +173,7 @@ def test_release_process_caches_empties_the_package_caches():
     from itslive_dask.io import remote
 
     kernel.MASK_CACHE.get(("test", 1), lambda: bytearray(1000))
-    remote.chunk_cache("test-session")  # a per-session decoded-chunk cache exists
+    remote.CHUNK_CACHE.put(("test-session", "p", 0), np.zeros(10))  # a decoded chunk
     try:
         out = release_process_caches()
         assert out["caches"] >= 4 and out["nbytes"] >= 1000

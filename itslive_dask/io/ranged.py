@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +55,7 @@ __all__ = [
     "INFLATE",
     "ChunkCache",
     "ChunkIndex",
+    "ChunkLookup",
     "ChunkRef",
     "RangeFile",
     "UnsupportedLayout",
@@ -523,6 +524,15 @@ def _unshuffle_rows(
     return out.view(dtype).reshape(*chunks[:-2], b - a, width)
 
 
+class ChunkLookup(Protocol):
+    """Where :func:`read_window_ranged` looks for decoded chunks and keeps them: a
+    :class:`ChunkCache`, or a view of one (keys ``(path, byte offset)``)."""
+
+    def get(self, key: tuple[Any, ...]) -> np.ndarray | None: ...
+
+    def put(self, key: tuple[Any, ...], arr: np.ndarray) -> None: ...
+
+
 class ChunkCache:
     """A thread-safe LRU cache of decoded chunks, bounded in bytes.
 
@@ -544,10 +554,10 @@ class ChunkCache:
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
-        self._data: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._data: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> np.ndarray | None:
+    def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
         """The cached chunk or ``None`` (counts a hit or a miss)."""
         with self._lock:
             arr = self._data.get(key)
@@ -558,7 +568,7 @@ class ChunkCache:
             self.hits += 1
             return arr
 
-    def put(self, key: tuple[str, int], arr: np.ndarray) -> None:
+    def put(self, key: tuple[Any, ...], arr: np.ndarray) -> None:
         """Store a decoded chunk (read-only), evicting the least recently used ones."""
         if arr.nbytes > self.max_bytes:
             return
@@ -612,7 +622,7 @@ def read_window_ranged(
     max_gap: int = DEFAULT_MAX_GAP,
     max_request: int = DEFAULT_MAX_REQUEST,
     executor: Any = None,
-    cache: ChunkCache | None = None,
+    cache: ChunkLookup | None = None,
 ) -> dict[str, np.ndarray]:
     """Read a ``(rows, cols)`` window of ``names`` with ranged GETs of just the needed chunks.
 
@@ -634,8 +644,8 @@ def read_window_ranged(
         Optional ``concurrent.futures`` executor to decode chunks in parallel (zlib releases
         the GIL).
     cache
-        Optional :class:`ChunkCache`: chunks found there are neither fetched nor decoded;
-        decoded chunks are added to it.
+        Optional :class:`ChunkCache` (or a view of one, :class:`ChunkLookup`): chunks found
+        there are neither fetched nor decoded; decoded chunks are added to it.
 
     Returns
     -------

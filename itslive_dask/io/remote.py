@@ -12,7 +12,6 @@ in bytes, so tiles sharing a full-width row chunk fetch and decode it once.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,10 +34,12 @@ from itslive_dask.io.ranged import (
 from itslive_dask.io.urls import is_remote, redact_url, url_to_fs
 
 __all__ = [
+    "CHUNK_CACHE",
     "CHUNK_CACHE_BYTES",
     "HEADER_CACHE",
     "LocalReader",
     "RangedReader",
+    "SessionChunks",
     "chunk_cache",
     "header_record",
     "read_header_record",
@@ -52,8 +53,9 @@ HEADER_CACHE: LRU[tuple[GranuleInfo | GranuleGrid, ChunkIndex]] = LRU(
 #: Decoded chunks kept per worker process (the row chunks of the granules a time block reads).
 CHUNK_CACHE_BYTES = 320 * 2**20
 
-_CHUNKS: dict[str, ChunkCache] = {}
-_CHUNKS_LOCK = threading.Lock()
+#: The process's decoded chunks, of every build and lazy cube, within one byte budget: keys
+#: start with the build's session (:func:`chunk_cache`).
+CHUNK_CACHE = ChunkCache(CHUNK_CACHE_BYTES)
 
 
 class _TracingRangeFile(RangeFile):
@@ -165,15 +167,31 @@ def read_header_record(
     return info, header_record(info.grid(), index, asked)
 
 
-def chunk_cache(session: str) -> ChunkCache:
-    """The decoded-chunk cache of build ``session`` (one at a time per process: a new build
-    drops the previous one's chunks, so a repaired object is never served stale)."""
-    with _CHUNKS_LOCK:
-        cache = _CHUNKS.get(session)
-        if cache is None:
-            _CHUNKS.clear()
-            cache = _CHUNKS[session] = ChunkCache(CHUNK_CACHE_BYTES)
-        return cache
+def chunk_cache(session: str) -> SessionChunks:
+    """The decoded chunks of build ``session`` in the process's :data:`CHUNK_CACHE`.
+
+    Keys carry the session, so a build never sees the chunks of another (a repaired object
+    is never served stale), and builds or lazy cubes used in turn in one process keep
+    theirs: the least recently used chunks of any session go first.
+    """
+    return SessionChunks(CHUNK_CACHE, session)
+
+
+class SessionChunks:
+    """One session's view of a :class:`~itslive_dask.io.ranged.ChunkCache`: the same
+    ``get``/``put`` with keys prefixed by the session."""
+
+    def __init__(self, cache: ChunkCache, session: str) -> None:
+        self.cache = cache
+        self.session = session
+
+    def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """The chunk cached under ``key`` by this session, or None."""
+        return self.cache.get((self.session, *key))
+
+    def put(self, key: tuple[Any, ...], arr: np.ndarray) -> None:
+        """Keep a decoded chunk for this session."""
+        self.cache.put((self.session, *key), arr)
 
 
 class RangedReader:
@@ -312,9 +330,7 @@ class RangedReader:
         present = [n for n in dict.fromkeys(names) if n in index and index[n].refs]
         raw: dict[str, np.ndarray] = {}
         if present and shape[0] > 0 and shape[1] > 0:
-            cache: ChunkCache | None = chunk_cache(self.session)  # drops other builds' chunks
-            if not self.keep_chunks:
-                cache = None
+            cache = chunk_cache(self.session) if self.keep_chunks else None
 
             def read() -> dict[str, np.ndarray]:
                 return read_window_ranged(

@@ -108,7 +108,7 @@ def test_range_reader_fetches_only_needed_chunks_once(table):
 
     plan = make_plan(table, bbox=BBOX, chunks=(2, 100, 100))
     remote.HEADER_CACHE.clear()
-    remote._CHUNKS.clear()
+    remote.CHUNK_CACHE.clear()
     CountingFS.reads.clear()
     CountingFS.nbytes.clear()
     CountingFS.ranges.clear()

@@ -318,6 +318,36 @@ def test_tiles_sharing_row_chunks_fetch_and_decode_them_once_with_a_chunk_cache(
     assert len(lru) == 2 and lru.nbytes <= lru.max_bytes
 
 
+def test_builds_used_in_turn_in_one_process_keep_their_decoded_chunks(on_s3):
+    """Two lazy cubes (two sessions) computed in turn in one process: each fetches a chunk
+    once. The process's chunk cache used to hold one session at a time, so each cube's
+    turn dropped the other's chunks and the third and fourth reads fetched them again."""
+    from itslive_dask.granule.decode import decode
+    from itslive_dask.io import remote
+
+    proxy, index, expected = on_s3
+    url = f"s3://{KEY}"
+    opts = proxy.storage_options
+    remote.CHUNK_CACHE.clear()
+    readers = {s: remote.RangedReader(url, opts, session=s) for s in ("cube-a", "cube-b")}
+    for reader in readers.values():
+        reader.header(VELOCITY)  # light header and chunk index, once per session
+    proxy.reset_stats()
+    gets = []
+    for session in ("cube-a", "cube-b", "cube-a", "cube-b"):
+        reader = readers[session]
+        info = reader.header(VELOCITY)
+        got = reader.window(info, VELOCITY, slice(700, 900), slice(100, 600))
+        gets.append(proxy.reset_stats().requests())
+        for name in VELOCITY:  # h5py's values, decoded (fill values -> NaN)
+            np.testing.assert_array_equal(got[name], decode(expected[name], info.spec(name)))
+    assert gets == [4, 4, 0, 0]  # one GET per variable's row chunk, per session, once
+    # a session never sees another's chunks (a new build re-reads a repaired object)
+    assert remote.chunk_cache("cube-c").get((KEY, index["vx"].refs[1].offset)) is None
+    assert remote.chunk_cache("cube-a").get((KEY, index["vx"].refs[1].offset)) is not None
+    remote.CHUNK_CACHE.clear()
+
+
 def test_zlib_fallback_decodes_the_same(monkeypatch, realistic_bytes):
     """Without the optional isal package the standard zlib inflates the chunks."""
     import zlib

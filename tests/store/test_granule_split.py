@@ -55,7 +55,7 @@ def _cached_chunk_bytes(dask_client):
     def held():
         from itslive_dask.io import remote
 
-        return sum(c.nbytes for c in remote._CHUNKS.values())
+        return remote.CHUNK_CACHE.nbytes
 
     return sum(dask_client.run(held).values())
 
