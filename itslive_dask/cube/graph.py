@@ -123,6 +123,8 @@ def cube_from_plan(
     ``ds.attrs["unreadable_granules"]``. ``retries`` and ``retry_budget`` (seconds per
     granule) bound the reads of each granule (:class:`~itslive_dask.io.fetch.RetryPolicy`).
     """
+    import rioxarray  # noqa: F401  (the caller reads the cube's CRS as ds.rio.crs)
+
     with gc_paused():
         return _cube_from_plan(plan, storage_options, on_error, retries, retry_budget)
 
@@ -331,21 +333,25 @@ def _dataset(plan: CubePlan, arrays: list[Any]) -> xr.Dataset:
 
 
 def _write_crs(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
-    import rioxarray  # noqa: F401  (registers .rio)
+    """``ds`` with the CF grid mapping variable ``mapping`` of ``grid``: pyproj's ``to_cf()``
+    attributes (what rioxarray's ``write_crs`` writes), GDAL's ``spatial_ref`` and
+    ``GeoTransform``, and ITS_LIVE's ``spatial_epsg``. Written with pyproj alone: rioxarray
+    would import rasterio (and GDAL, boto3) in the driver only for this, a quarter of a
+    second of each process's first build."""
+    from pyproj.enums import WktVersion
 
-    ds = ds.rio.write_crs(grid.crs, grid_mapping_name="mapping")
-    attrs = ds["mapping"].attrs
+    crs = grid.crs
+    attrs = dict(crs.to_cf())  # with crs_wkt in WKT2, as CF asks
+    attrs["spatial_ref"] = crs.to_wkt(WktVersion.WKT1_GDAL)  # what GDAL reads first
     if (
         attrs.get("grid_mapping_name") == "polar_stereographic"
         and "latitude_of_projection_origin" not in attrs
     ):
         # CF requires it (+90 or -90); pyproj's to_cf() leaves it out for variant B, whose
         # standard parallel gives the hemisphere
-        lat_ts = float(
-            attrs.get("standard_parallel", attrs.get("latitude_of_projection_origin", 90.0))
-        )
+        lat_ts = float(attrs.get("standard_parallel", 90.0))
         attrs["latitude_of_projection_origin"] = 90.0 if lat_ts > 0 else -90.0
-    ds["mapping"].attrs.update(
+    attrs.update(
         {
             **COORD_ATTRS["mapping"],
             "spatial_epsg": grid.epsg,
@@ -354,4 +360,4 @@ def _write_crs(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
             ),
         }
     )
-    return ds
+    return ds.assign_coords(mapping=xr.Variable((), np.int64(0), attrs))

@@ -286,6 +286,7 @@ def open_store(store: str | StoreTarget, store_options: dict | None = None) -> A
         When nothing is there, it is not a readable Zarr cube, or it is a time-series copy
         whose writing was interrupted (see :func:`timeseries_copy_incomplete`).
     """
+    import rioxarray  # noqa: F401  (the caller reads the cube's CRS as ds.rio.crs)
     import xarray as xr
 
     target = _as_target(store, store_options)
