@@ -78,7 +78,7 @@ WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec",
 
 #: The modules of the block tasks themselves: importing them imports every dependency the
 #: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
-TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.write")
+TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.blocks")
 
 #: glibc malloc settings of the worker processes of a LocalCluster started by
 #: :func:`dask_client` (measured in docs/benchmarks.md, section 3): ``None`` = the variable is

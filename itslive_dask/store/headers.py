@@ -37,8 +37,7 @@ from typing import Any
 
 from itslive_dask.cache import LRU
 from itslive_dask.io.urls import redact_url
-from itslive_dask.store.state import STATE
-from itslive_dask.store.target import StoreTarget, put_json
+from itslive_dask.store.target import STATE, StoreTarget, put_json
 
 __all__ = [
     "HEADERS",

@@ -1,8 +1,7 @@
 """Running a plan on a Dask cluster: one task per block, each writing its region and marker.
 
-Worker side, :func:`write_block_task` computes a block with the kernel, writes it into its
-Zarr region (aligned with the chunks), then writes the block's marker: the marker, not the
-data, says the block is done.
+The tasks themselves (computing a block, writing it into its Zarr region aligned with the
+chunks, then its marker) are the worker side, :mod:`itslive_dask.store.blocks`.
 
 Where the blocks run decides what each worker fetches: every tile of a time block reads the
 same granules, whose full-width row chunks reach into most tiles, and each worker process
@@ -15,35 +14,29 @@ the parts and writes), so that no granule is fetched by two workers.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import resource
 import uuid
 from typing import Any
 
-import dask
-import numpy as np
 import shapely
 
-from itslive_dask.cube.kernel import BlockConfig, BlockReport, read_block_with_report
+from itslive_dask.cube.kernel import BlockConfig
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
 from itslive_dask.io.fetch import DEFAULT_RETRY_BUDGET
+from itslive_dask.store.blocks import (
+    block_config,
+    read_part_task,
+    write_block_task,
+    write_parts_task,
+)
 from itslive_dask.store.headers import StoreHeaders, list_header_keys
-from itslive_dask.store.state import STATE, list_markers, marker_name
-from itslive_dask.store.target import StoreTarget, put_json, storage_error_message
-from itslive_dask.store.template import encode_int16
+from itslive_dask.store.state import list_markers, marker_name
+from itslive_dask.store.target import StoreTarget, storage_error_message
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "granule_split",
-    "read_part_task",
-    "run_plan",
-    "slab_placement",
-    "write_block_task",
-    "write_parts_task",
-]
+__all__ = ["granule_split", "run_plan", "slab_placement"]
 
 
 def run_plan(
@@ -101,7 +94,7 @@ def run_plan(
     # a task, not scattered data: if the worker holding it dies (a killed or preempted
     # worker), the scheduler recomputes it and reruns the lost blocks; scattered data would
     # be lost for good and every block still to run would fail
-    cfg_future = client.submit(_block_config, cfg, key=f"itslive-config-{cfg.session}", pure=False)
+    cfg_future = client.submit(block_config, cfg, key=f"itslive-config-{cfg.session}", pure=False)
     token = plan.token
     shared = _read_by_several([refs for _, _, refs, _ in todo])
     workers = _worker_addresses(client)
@@ -211,11 +204,6 @@ def _cancel(client: Any, futures: list[Any]) -> None:
         log.warning("could not cancel the build's remaining blocks: %s", exc)
 
 
-def _block_config(cfg: BlockConfig) -> BlockConfig:
-    """The blocks' shared configuration, as a task result (recomputed if its worker dies)."""
-    return cfg
-
-
 def slab_placement(
     blocks: list[tuple[int, int, int]], workers: list[str]
 ) -> dict[tuple[int, int, int], list[str]]:
@@ -312,119 +300,3 @@ def _worker_addresses(client: Any) -> list[str]:
         return sorted(client.scheduler_info().get("workers", {}))
     except Exception:  # no scheduler information: no preference
         return []
-
-
-def _keeping(cfg: BlockConfig, shared: bool) -> BlockConfig:
-    """``cfg`` for a block whose granules other blocks read too (``shared``) or not."""
-    return cfg if shared or not cfg.keep_chunks else dataclasses.replace(cfg, keep_chunks=False)
-
-
-def read_part_task(
-    cfg: BlockConfig, refs, positions: tuple[int, int], rows, cols, shared: bool = True
-) -> tuple[tuple[int, int], np.ndarray, BlockReport]:
-    """Worker side: the layers ``positions`` of one block, read from the granules ``refs``
-    (all of them in that range); joined and written by :func:`write_parts_task`. ``shared``:
-    other blocks read some of these granules (keep their decoded chunks)."""
-    cfg = _keeping(cfg, shared)
-    lo, hi = positions
-    local = tuple((pos - lo, ref) for pos, ref in refs)
-    out, report = read_block_with_report(cfg, local, rows, cols, hi - lo)
-    return positions, out, report
-
-
-def write_parts_task(
-    cfg: BlockConfig, parts, t_range, rows, cols, target: StoreTarget, marker: str
-) -> dict[str, Any]:
-    """Worker side: join the parts of one block read by :func:`read_part_task`, write the
-    block into its region, then its marker."""
-    nt = t_range[1] - t_range[0]
-    ny, nx = rows[1] - rows[0], cols[1] - cols[0]
-    out = np.full((len(cfg.variables), nt, ny, nx), np.nan, dtype="float32")
-    report = BlockReport()
-    for (lo, hi), values, part in parts:
-        out[:, lo:hi] = values
-        report.read.extend(part.read)
-        report.failed.extend(part.failed)
-    return _write_block(cfg, out, report, (), t_range, rows, cols, target, marker, None)
-
-
-def write_block_task(
-    cfg: BlockConfig,
-    refs,
-    t_range,
-    rows,
-    cols,
-    target: StoreTarget,
-    marker: str,
-    previous,
-    shared: bool = True,
-) -> dict[str, Any]:
-    """Worker side: compute one block, write it into its region, then write its marker.
-    ``shared``: other blocks read some of these granules (keep their decoded chunks)."""
-    cfg = _keeping(cfg, shared)
-    nt = t_range[1] - t_range[0]
-    out, report = read_block_with_report(cfg, refs, rows, cols, nt)
-    return _write_block(cfg, out, report, refs, t_range, rows, cols, target, marker, previous)
-
-
-def _write_block(
-    cfg: BlockConfig,
-    out,
-    report: BlockReport,
-    refs,
-    t_range,
-    rows,
-    cols,
-    target: StoreTarget,
-    marker: str,
-    previous,
-) -> dict[str, Any]:
-    """Write a computed block into its Zarr region (all layers, or with ``previous`` only the
-    layers of ``refs``: a retry of failed granules), then the block's marker."""
-    group = _open_group_cached(target)
-    missing = [v for v in cfg.variables if v not in group]
-    if missing:
-        raise StoreError(
-            f"{target.url} has no array {missing[0]!r}: its template is incomplete; run "
-            "again with mode='resume' (or mode='overwrite')"
-        )
-    ys, xs = slice(*rows), slice(*cols)
-    if previous is None:
-        for k, v in enumerate(cfg.variables):
-            group[v][t_range[0] : t_range[1], ys, xs] = _stored(group[v], out[k])
-        read = report.read
-    else:  # retry of failed granules: write only their layers
-        for pos, _ in refs:
-            t = t_range[0] + pos
-            for k, v in enumerate(cfg.variables):
-                group[v][t : t + 1, ys, xs] = _stored(group[v], out[k, pos : pos + 1])
-        read = sorted(set(previous.get("read", [])) | set(report.read))
-    content = {"read": read, "failed": report.failed}
-    put_json(target, (STATE, "blocks", marker), content)
-    return {"read": report.read, "failed": report.failed, "peak_rss": _peak_rss()}
-
-
-def _stored(array: Any, values: Any) -> Any:
-    """Values as the store keeps them: the Zarr array's dtype says the encoding (int16 for
-    ``velocity_encoding="int16"``, so resume and append keep what the store was built with)."""
-    if array.dtype == "int16":
-        return encode_int16(values)
-    return values
-
-
-_GROUPS: dict[str, Any] = {}
-
-
-def _open_group_cached(target: StoreTarget):
-
-    key = dask.base.tokenize(target.url, target.storage_options)
-    grp = _GROUPS.get(key)
-    if grp is None:
-        grp = target.open_root("r+")
-        _GROUPS.clear()
-        _GROUPS[key] = grp
-    return grp
-
-
-def _peak_rss() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB

@@ -19,6 +19,7 @@ import shapely
 from itslive_dask.cube.plan import CubePlan
 from itslive_dask.errors import StoreError
 from itslive_dask.store.target import (
+    STATE,
     StoreTarget,
     display,
     exists,
@@ -38,8 +39,6 @@ __all__ = [
     "read_ledger",
     "read_state",
 ]
-
-STATE = "_itslive"
 
 
 ATTR = "itslive_dask"

@@ -23,6 +23,7 @@ from itslive_dask.io.urls import is_remote, local_path, redact_text, storage_kwa
 
 __all__ = [
     "MAP_SUFFIX",
+    "STATE",
     "StoreTarget",
     "check_bucket",
     "clear_store",
@@ -44,6 +45,10 @@ MAP_SUFFIX = ".map.zarr"
 def map_store_url(url: str) -> str:
     """The map-layout work store of a time-series cube at ``url``."""
     return url.rstrip("/") + MAP_SUFFIX
+
+
+#: The folder of a store that holds its build state (block markers, ledger, kept headers).
+STATE = "_itslive"
 
 
 @dataclass(frozen=True)

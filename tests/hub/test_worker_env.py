@@ -117,6 +117,6 @@ def test_the_check_applies_to_a_given_client(tmp_path, mixed_cluster, small, syn
             "s3fs",
             "zarr",
             "itslive_dask.cube.kernel",
-            "itslive_dask.store.write",
+            "itslive_dask.store.blocks",
         }
         assert all("version" in info for info in env["modules"].values())
