@@ -6,6 +6,12 @@ Items follow the public ``itslive-granules`` collection (as written by ASF's ite
 ``scene_1_id``, ``scene_2_id``, ``version`` ...; asset ``data`` (https href, with
 ``alternate.s3.href``). The public API's queryables call the separation ``dt_days`` while items
 carry ``date_dt``.
+
+Items served from a catalog that keeps chunk indexes (``itslive-dask serve`` over a catalog
+made by :func:`~itslive_dask.discovery.build_catalog`) also carry each granule's header record
+in the property :data:`CHUNK_INDEX_PROPERTY`; a search keeps it in the table's
+``chunk_index`` column, so a first build from that search reads no header either. The public
+API's items have none.
 """
 
 from __future__ import annotations
@@ -26,9 +32,15 @@ from itslive_dask.discovery.query import SearchQuery, select
 from itslive_dask.errors import InvalidInputError, SearchError
 from itslive_dask.geo.footprints import to_rfc7946
 from itslive_dask.granule.names import parse_granule_name, sensor_of_satellite
-from itslive_dask.table import empty_granule_table, granule_table, validate_granule_table
+from itslive_dask.table import (
+    chunk_index_record,
+    chunk_index_text,
+    empty_granule_table,
+    granule_table,
+    validate_granule_table,
+)
 
-__all__ = ["item_to_record", "items_to_table", "row_to_item", "search_stac"]
+__all__ = ["CHUNK_INDEX_PROPERTY", "item_to_record", "items_to_table", "row_to_item", "search_stac"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,9 @@ ITEM_EXTENSIONS = [
     "https://stac-extensions.github.io/sat/v1.1.0/schema.json",
 ]
 _PAGE_SIZE = 500
+#: Item property with the granule's grid and chunk index (the ``chunk_index`` column's record,
+#: as a JSON object): present only in items of a catalog that keeps them.
+CHUNK_INDEX_PROPERTY = "itslive:chunk_index"
 
 
 # --------------------------------------------------------------------------- items -> rows
@@ -115,7 +130,10 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any]:
     resolution = name.resolution if name is not None else float("nan")
     geom = item.get("geometry")
     footprint = shapely.geometry.shape(geom) if geom else None
+    index = props.get(CHUNK_INDEX_PROPERTY)
+    extra = {"chunk_index": chunk_index_text(index)} if isinstance(index, Mapping) else {}
     return {
+        **extra,
         "granule_id": gid,
         "url": url,
         "https_url": https,
@@ -246,6 +264,9 @@ def row_to_item(row: Mapping[str, Any], *, collection: str = "itslive-granules")
     if centroid is not None:
         props["longitude"] = round(float(centroid.x), 4)
         props["latitude"] = round(float(centroid.y), 4)
+    record = chunk_index_record(row.get("chunk_index"))
+    if record is not None:
+        props[CHUNK_INDEX_PROPERTY] = record
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,

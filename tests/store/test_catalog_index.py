@@ -18,6 +18,7 @@ from bucket_copies import copy_to_bucket, h5_chunk_indexes, ranged_gets
 
 from itslive_dask import write_cube
 from itslive_dask.discovery.catalog import build_catalog, load_catalog, save_catalog
+from itslive_dask.discovery.stac import CHUNK_INDEX_PROPERTY
 from itslive_dask.io.listing import scan_headers
 from itslive_dask.io.ranged import ChunkIndex
 from itslive_dask.store.headers import header_key, seed_headers
@@ -81,13 +82,42 @@ def test_the_catalog_keeps_each_remote_granules_chunk_index(catalog, inputs, tru
         assert set(VARS) <= set(record["asked"])
 
 
-def test_the_column_survives_geoparquet_and_geojson_but_not_stac_items(catalog, tmp_path):
-    for name in ("c.parquet", "c.geojson"):
+def test_the_column_survives_geoparquet_geojson_and_stac_items(catalog, tmp_path):
+    for name in ("c.parquet", "c.geojson", "items.json"):
         back = load_catalog(save_catalog(catalog, tmp_path / name))
+        assert list(back.granule_id) == list(catalog.granule_id), name
         assert list(back.chunk_index) == list(catalog.chunk_index), name
-    items = load_catalog(save_catalog(catalog, tmp_path / "items.json"))
-    assert "chunk_index" not in items.columns
-    assert list(items.granule_id) == list(catalog.granule_id)
+    # in STAC items, the record is a JSON object under one property
+    items = json.loads((tmp_path / "items.json").read_text())
+    features = items["features"] if "features" in items else items
+    first = features[0]["properties"][CHUNK_INDEX_PROPERTY]
+    assert first == chunk_index_record(catalog.chunk_index.iloc[0])
+
+
+def test_a_first_build_from_a_stac_search_reads_only_whole_chunks(
+    catalog, synthetic_archive, local_s3, dask_client, truth_index, plain_cube, tmp_path
+):
+    """``itslive-dask serve`` over a catalog with chunk indexes: its STAC items carry them,
+    ``search`` keeps them, and the build from that search result reads no header."""
+    from itslive_dask.discovery.api import search
+    from itslive_dask.server import LocalSearchServer
+
+    with LocalSearchServer(catalog) as srv:
+        found = search(bbox=tuple(catalog.total_bounds), catalog=srv.url)
+    assert sorted(found.granule_id) == sorted(catalog.granule_id)
+    want = dict(zip(catalog.granule_id, catalog.chunk_index, strict=True))
+    assert all(want[g] == c and c for g, c in zip(found.granule_id, found.chunk_index, strict=True))
+    store = tmp_path / "cube.zarr"
+    with S3Proxy(local_s3) as proxy:
+        res = write_cube(found, str(store), synthetic_archive.region, chunks=CHUNKS,
+                         storage_options=proxy.storage_options, client=dask_client)  # fmt: skip
+        st = proxy.reset_stats()
+    assert res.failed == [] and res.granules_read > 0
+    assert st.requests(method="HEAD") == 0
+    for key, start, end in ranged_gets(st):  # each GET is a run of whole chunks
+        refs = [r for v in truth_index[key].variables for r in v.refs]
+        assert start in {r.offset for r in refs} and end in {r.end for r in refs}, (key, start)
+    _same_cube(xr.open_zarr(store).load(), plain_cube)
 
 
 def test_a_first_build_from_the_catalog_reads_only_whole_chunks(
