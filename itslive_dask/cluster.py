@@ -57,6 +57,7 @@ from urllib.parse import parse_qsl
 from itslive_dask.errors import ClusterError, InvalidInputError
 
 __all__ = [
+    "LOCATED_MODULES",
     "WORKER_MALLOC_ENV",
     "WORKER_MODULES",
     "check_workers",
@@ -75,6 +76,11 @@ log = logging.getLogger(__name__)
 #: Modules a worker must import to run block tasks (``itslive_dask`` must also match the
 #: client's version: tasks and their configuration are pickled by reference).
 WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec", "s3fs", "zarr")
+
+#: Of :data:`WORKER_MODULES`, those the check finds and reads the version of without importing
+#: them: importing s3fs (aiobotocore, botocore) takes ~0.25 s of each worker's CPU, which only
+#: builds from S3 need (their first task imports it).
+LOCATED_MODULES: tuple[str, ...] = ("s3fs",)
 
 #: The modules of the block tasks themselves: importing them imports every dependency the
 #: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
@@ -521,13 +527,25 @@ def _new_gateway_cluster(
 # --------------------------------------------------------------------------- worker environment
 
 _PROBE_SOURCE = """
-def probe(names):
+def probe(names, located=()):
     import importlib
+    import importlib.metadata
+    import importlib.util
     import platform
+    import sys
 
     out = {"python": platform.python_version(), "modules": {}}
     for name in names:
         try:
+            if name in located and sys.modules.get(name) is None:
+                if importlib.util.find_spec(name) is None:
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                try:
+                    version = importlib.metadata.version(name)
+                except importlib.metadata.PackageNotFoundError:
+                    version = "unknown"
+                out["modules"][name] = {"version": version}
+                continue
             module = importlib.import_module(name)
         except Exception as exc:
             out["modules"][name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -549,10 +567,11 @@ def worker_environments(
     client: Any, modules: tuple[str, ...] = WORKER_MODULES
 ) -> dict[str, dict[str, Any]]:
     """What each worker of ``client``'s cluster can import: ``{address: {"python": ..., "modules":
-    {name: {"version": ...} or {"error": ...}}, "name": worker name}}``."""
+    {name: {"version": ...} or {"error": ...}}, "name": worker name}}`` (the modules of
+    :data:`LOCATED_MODULES` are found, not imported)."""
     probe = _probe_function()
     try:
-        found = client.run(probe, tuple(modules), on_error="return")
+        found = client.run(probe, tuple(modules), LOCATED_MODULES, on_error="return")
     except Exception as exc:
         raise ClusterError(f"cannot ask the Dask workers for their environment: {exc}") from None
     names = {a: w.get("name") for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}

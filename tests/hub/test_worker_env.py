@@ -120,3 +120,34 @@ def test_the_check_applies_to_a_given_client(tmp_path, mixed_cluster, small, syn
             "itslive_dask.store.blocks",
         }
         assert all("version" in info for info in env["modules"].values())
+
+
+def test_the_probe_finds_s3fs_without_importing_it():
+    """Importing s3fs (botocore) is ~0.25 s of a worker's CPU that a build from local files
+    never needs: the check finds it and reads its version instead; a worker whose Python
+    cannot import it still says so."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from itslive_dask.cluster import LOCATED_MODULES, _probe_function
+        probe = _probe_function()
+        found = probe(("s3fs", "fsspec"), LOCATED_MODULES)
+        imported = "s3fs" in sys.modules
+        sys.modules["s3fs"] = None  # as the MISSING preload does
+        lacking = probe(("s3fs",), LOCATED_MODULES)
+        print(json.dumps([found["modules"], imported, lacking["modules"]]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    import s3fs
+
+    found, imported, lacking = json.loads(out.stdout)
+    assert found["s3fs"] == {"version": s3fs.__version__} and "version" in found["fsspec"]
+    assert imported is False
+    assert lacking["s3fs"]["error"].startswith("ModuleNotFoundError")
