@@ -31,7 +31,7 @@ import io
 import json
 import logging
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +78,12 @@ def list_header_keys(target: StoreTarget) -> frozenset[str]:
     )
 
 
-def seed_headers(target: StoreTarget, table: Any) -> int:
+def seed_headers(target: StoreTarget, table: Any, only: Collection[str] | None = None) -> int:
     """Keep in the store the header records a granule table carries (``chunk_index``).
 
-    Only remote granules the store has no record of are written (one small JSON object
+    Only remote granules the store has no record of, and with ``only`` only those whose URL
+    is in it (the granules a build planned: a catalog used for a small region would
+    otherwise cost a PUT per granule of the catalog), are written (one small JSON object
     each, written concurrently to an object store). A cell that is empty or not a JSON
     object is passed over: that granule's header is read by its block task as usual, and a
     record that does not fit its object is replaced the same way as a stale kept one.
@@ -102,7 +104,7 @@ def seed_headers(target: StoreTarget, table: Any) -> int:
         known = list_header_keys(target)
         todo: dict[str, bytes] = {}
         for url, text in zip(table["url"], table["chunk_index"], strict=True):
-            if not is_remote(str(url)):
+            if not is_remote(str(url)) or (only is not None and url not in only):
                 continue  # a local header is read in place (LocalReader keeps none)
             key = header_key(str(url))
             record = None if key in known or key in todo else chunk_index_record(text)

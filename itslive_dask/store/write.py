@@ -403,7 +403,7 @@ def _build_map(
             generations, layers_added, skipped_now = _plans_for_existing(target, state, table, mode)
             skipped += skipped_now
         if table is not None:  # the chunk indexes a catalog carries: no header reads
-            seed_headers(target, table)
+            seed_headers(target, table, only={r.url for g in generations for r in g.refs})
         for gen_plan in generations:
             one = run_plan(
                 c, gen_plan, target, storage_options, retries, progress, retry_budget=policy.budget

@@ -136,7 +136,10 @@ def test_a_first_build_from_the_catalog_reads_only_whole_chunks(
         refs = [r for v in truth_index[key].variables for r in v.refs]
         assert start in {r.offset for r in refs} and end in {r.end for r in refs}, (key, start)
     kept = {p.stem for p in (store / "_itslive" / "headers").glob("*.json")}
-    assert kept == {header_key(u) for u in catalog.url}
+    dropped = {s["granule_id"] for s in res.skipped}  # outside the region, repeated dates
+    planned = [u for g, u in zip(catalog.granule_id, catalog.url, strict=True) if g not in dropped]
+    assert dropped and len(planned) == len(catalog) - len(dropped)
+    assert kept == {header_key(u) for u in planned}  # a record per planned granule, no more
     _same_cube(xr.open_zarr(store).load(), plain_cube)
 
 
@@ -214,6 +217,12 @@ def test_seed_headers_writes_only_new_remote_records(tmp_path):
     assert json.loads((folder / f"{header_key('s3://b/b.nc')}.json").read_text()) == {"kept": 1}
     assert seed_headers(target, table.drop(columns="chunk_index")) == 0
     assert seed_headers(target, table) == 0  # written once
+    # with only=, the granules a build planned and no other
+    other = resolve_target(tmp_path / "o.zarr")
+    planned = table.assign(url=["s3://b/f.nc", "s3://b/g.nc", "/data/c.nc", "s3://b/d.nc", ""])
+    assert seed_headers(other, planned, only={"s3://b/g.nc", "/data/c.nc"}) == 1
+    written = {p.name for p in (tmp_path / "o.zarr" / "_itslive" / "headers").glob("*.json")}
+    assert written == {f"{header_key('s3://b/g.nc')}.json"}
 
 
 def test_the_optional_column_is_text_with_blanks(synthetic_archive):
