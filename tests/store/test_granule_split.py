@@ -60,6 +60,12 @@ def _cached_chunk_bytes(dask_client):
     return sum(dask_client.run(held).values())
 
 
+def _forget_chunks():
+    from itslive_dask.io import remote
+
+    remote.CHUNK_CACHE.clear()
+
+
 def test_decoded_chunks_are_kept_only_for_granules_several_blocks_read(
     synthetic_archive, dask_client, tmp_path
 ):
@@ -69,6 +75,7 @@ def test_decoded_chunks_are_kept_only_for_granules_several_blocks_read(
     arch = synthetic_archive
     table = arch.table.iloc[:12]
     kw = dict(storage_options=arch.storage_options, client=dask_client)
+    dask_client.run(_forget_chunks)  # other tests' builds on these workers kept theirs
     write_cube(table, str(tmp_path / "one.zarr"), arch.region, chunks=(4, 1024, 1024), **kw)
     assert _cached_chunk_bytes(dask_client) == 0
     write_cube(table, str(tmp_path / "many.zarr"), arch.region, chunks=(4, 64, 64), **kw)
