@@ -155,7 +155,10 @@ def _clear_caches(B, geometry: bool = True) -> None:
     from itslive_dask.io import fetch, remote
 
     caches = [getattr(B, n, None) for n in ("MASK_CACHE", "INFO_CACHE")]
-    caches += [fetch.BYTES_CACHE, remote.HEADER_CACHE, remote.CHUNK_CACHE, B.FAILED_CACHE]
+    caches += [fetch.BYTES_CACHE, remote.HEADER_CACHE, B.FAILED_CACHE]
+    # one session-keyed chunk cache (since session 7), or one per session before (so that
+    # checkouts of either kind can be compared)
+    caches += [getattr(remote, "CHUNK_CACHE", None), getattr(remote, "_CHUNKS", None)]
     if geometry:
         caches.append(B.GEOMETRY_CACHE)
     for cache in caches:

@@ -39,7 +39,8 @@ kept; the catalog's own cost is in the row). ``--again`` adds ``engine_again``: 
 twice on one fresh cluster, timed by its second build (a running cluster, as on a hub). ``--local-readers N`` only compares the two local
 readers in one process on N granules, for three chunkings (:func:`local_readers`);
 ``--floor N`` only measures the decode floor of N granules against the kernel
-(:func:`decode_floor`).
+(:func:`decode_floor`). ``--engine-runs R [--checkouts A,B]`` only times first and second
+builds, no tutorial, for each checkout in turn (:func:`engine_runs`).
 """
 
 from __future__ import annotations
@@ -295,8 +296,12 @@ def _folder_mb(path: str | os.PathLike) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
-def run_case(case: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Run one case of :data:`CASES` in a fresh interpreter; its JSON result plus its peak RSS."""
+def run_case(
+    case: str, spec: dict[str, Any], work: Path, package: str | None = None
+) -> dict[str, Any]:
+    """Run one case of :data:`CASES` in a fresh interpreter; its JSON result plus its peak RSS.
+    ``package``: a checkout whose ``itslive_dask`` the case imports (default: this one's, or
+    the ``PYTHONPATH``'s)."""
     import json
     import subprocess
     import sys
@@ -305,7 +310,7 @@ def run_case(case: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
     spec_path = work / f"spec-{case}-{time.time_ns()}.json"
     spec_path.write_text(json.dumps(spec, default=str))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(here), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(here), package or env.get("PYTHONPATH", "")])
     try:
         proc = subprocess.run(
             [
@@ -689,6 +694,58 @@ def local_readers(
     return rows
 
 
+def engine_runs(
+    work: str | os.PathLike,
+    n_granules: int,
+    rounds: int,
+    checkouts: tuple[str, ...] = (),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """First and second builds only, no tutorial: ``rounds`` rounds, each running for every
+    checkout (alternating, so the machine's drift falls on all) a fresh ``engine`` case (the
+    first build of a fresh process) and a fresh ``engine_again`` case (a first and a second
+    build on one cluster), from the local files of ``n_granules`` realistic granules.
+
+    Returns
+    -------
+    dict
+        ``rows``: per checkout, every first build and every second build, with medians.
+    """
+    import statistics
+
+    from itslive_dask.testing.synthetic import get_region
+
+    work = Path(work)
+    table = realistic_archive(work / f"realistic-{seed}", n_granules, seed=seed)
+    spec = _spec(table, get_region("svalbard").geojson, work, None)
+    packages = checkouts or ("",)
+    first: dict[str, list[float]] = {p: [] for p in packages}
+    second: dict[str, list[float]] = {p: [] for p in packages}
+    try:
+        for _ in range(rounds):
+            for package in packages:
+                one = run_case("engine", spec, work, package or None)
+                again = run_case("engine_again", spec, work, package or None)
+                first[package] += [one["builds_s"][0], again["builds_s"][0]]
+                second[package].append(again["builds_s"][1])
+                log.info("%s: first %s, second %s", package or "this checkout",
+                         first[package][-2:], second[package][-1])  # fmt: skip
+    finally:
+        Path(spec["table"]).unlink(missing_ok=True)
+    rows = [
+        {
+            "checkout": package or "(PYTHONPATH)",
+            "granules": n_granules,
+            "first_builds_s": [round(v, 2) for v in first[package]],
+            "first_median_s": statistics.median(first[package]),
+            "second_builds_s": [round(v, 2) for v in second[package]],
+            "second_median_s": statistics.median(second[package]),
+        }
+        for package in packages
+    ]
+    return {"rows": rows}
+
+
 COLUMNS = [
     "source",
     "granules",
@@ -778,6 +835,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=0,
         help="only cProfile the blocks of N local granules in one process",
     )
+    ap.add_argument(
+        "--engine-runs",
+        type=int,
+        default=0,
+        help="only time first and second builds (no tutorial): R rounds on the local granules "
+        "of --local-granules (the first size), each checkout of --checkouts in turn",
+    )
+    ap.add_argument(
+        "--checkouts",
+        default="",
+        help="comma-separated package checkouts for --engine-runs (default: the PYTHONPATH's)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("distributed", "botocore", "s3fs", "aiobotocore", "werkzeug"):
@@ -803,6 +872,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             print(json.dumps(found, indent=1))
         print(f"result -> {write_result(out_dir(args.out), name, found)}")
+        return found
+    if args.engine_runs:
+        n = int(args.local_granules.split(",")[0])
+        checkouts = tuple(c for c in args.checkouts.split(",") if c)
+        found = engine_runs(args.work, n, args.engine_runs, checkouts, seed=args.seed)
+        found["machine_start"] = start
+        print(md_table(found["rows"], list(found["rows"][0])))
+        print(f"result -> {write_result(out_dir(args.out), 'engine_runs', found)}")
         return found
     res = run_comparison(
         args.work,
