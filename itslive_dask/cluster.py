@@ -83,7 +83,8 @@ WORKER_MODULES: tuple[str, ...] = ("itslive_dask", "h5py", "h5netcdf", "fsspec",
 LOCATED_MODULES: tuple[str, ...] = ("s3fs",)
 
 #: The modules of the block tasks themselves: importing them imports every dependency the
-#: tasks use (numpy, xarray, shapely, pyproj...). Checked where ``itslive_dask`` imports.
+#: tasks use (numpy, shapely, pyproj, the readers...) and nothing the driver alone needs.
+#: Checked where ``itslive_dask`` imports.
 TASK_MODULES: tuple[str, ...] = ("itslive_dask.cube.kernel", "itslive_dask.store.blocks")
 
 #: glibc malloc settings of the worker processes of a LocalCluster started by
