@@ -45,19 +45,22 @@ def mixed_cluster(tmp_path, dask_processes):
     return address
 
 
-def test_workers_lacking_the_package_give_one_clear_error(
-    tmp_path, mixed_cluster, small, synthetic_archive
-):
+def _refused_build(tmp_path, small, archive, **where) -> str:
+    """The ClusterError's message of a build on a cluster with bad workers (``scheduler=``
+    or ``client=``); nothing may have been written to the store."""
     store = tmp_path / "never.zarr"
     with pytest.raises(ClusterError) as info:
         itslive_dask.write_cube(
-            small,
-            str(store),
-            synthetic_archive.region,
-            storage_options=synthetic_archive.storage_options,
-            scheduler=mixed_cluster,
+            small, str(store), archive.region, storage_options=archive.storage_options, **where
         )
-    msg = str(info.value)
+    assert not store.exists(), "nothing is written before the check"
+    return str(info.value)
+
+
+def test_workers_lacking_the_package_give_one_clear_error(
+    tmp_path, mixed_cluster, small, synthetic_archive
+):
+    msg = _refused_build(tmp_path, small, synthetic_archive, scheduler=mixed_cluster)
     print("\n" + msg)
     assert msg.startswith("2 of 3 Dask workers cannot run the build")
     lines = {
@@ -75,7 +78,6 @@ def test_workers_lacking_the_package_give_one_clear_error(
     assert "cannot be imported" not in lines["lacking"]  # the package itself is missing there
     assert f"itslive_dask=={itslive_dask.__version__}" in msg
     assert "Traceback" not in msg
-    assert not store.exists(), "nothing is written before the check"
 
 
 def test_the_check_applies_to_a_given_client(tmp_path, mixed_cluster, small, synthetic_archive):
@@ -87,17 +89,9 @@ def test_the_check_applies_to_a_given_client(tmp_path, mixed_cluster, small, syn
                 pass
         # write_cube checks a given client while it plans (start_worker_check): the same
         # error, and still nothing written
-        store = tmp_path / "never.zarr"
-        with pytest.raises(ClusterError, match=r"2 of 3 Dask workers") as info:
-            itslive_dask.write_cube(
-                small,
-                str(store),
-                synthetic_archive.region,
-                storage_options=synthetic_archive.storage_options,
-                client=client,
-            )
-        assert "(name old)" in str(info.value) and "(name lacking)" in str(info.value)
-        assert not store.exists(), "nothing is written before the check"
+        msg = _refused_build(tmp_path, small, synthetic_archive, client=client)
+        assert msg.startswith("2 of 3 Dask workers") and "(name old)" in msg
+        assert "(name lacking)" in msg
         assert start_worker_check(None) is None and start_worker_check("tcp://x:1") is None
         # the given client is left open
         assert client.status == "running"

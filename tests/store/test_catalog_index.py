@@ -108,33 +108,35 @@ def test_a_first_build_from_a_stac_search_reads_only_whole_chunks(
     want = dict(zip(catalog.granule_id, catalog.chunk_index, strict=True))
     assert all(want[g] == c and c for g, c in zip(found.granule_id, found.chunk_index, strict=True))
     store = tmp_path / "cube.zarr"
+    _build_reading_only_chunks(found, store, synthetic_archive, local_s3, dask_client, truth_index)
+    _same_cube(xr.open_zarr(store).load(), plain_cube)
+
+
+def _build_reading_only_chunks(table, store, archive, local_s3, client, truth_index):
+    """Build ``table`` through the counting proxy and check that it read no header: no HEAD,
+    and every GET a run of whole chunks of the cube's variables (h5py's index). Returns the
+    build's result and its GETs."""
     with S3Proxy(local_s3) as proxy:
-        res = write_cube(found, str(store), synthetic_archive.region, chunks=CHUNKS,
-                         storage_options=proxy.storage_options, client=dask_client)  # fmt: skip
+        res = write_cube(table, str(store), archive.region, chunks=CHUNKS,
+                         storage_options=proxy.storage_options, client=client)  # fmt: skip
         st = proxy.reset_stats()
     assert res.failed == [] and res.granules_read > 0
     assert st.requests(method="HEAD") == 0
-    for key, start, end in ranged_gets(st):  # each GET is a run of whole chunks
+    got = ranged_gets(st)
+    for key, start, end in got:
         refs = [r for v in truth_index[key].variables for r in v.refs]
         assert start in {r.offset for r in refs} and end in {r.end for r in refs}, (key, start)
-    _same_cube(xr.open_zarr(store).load(), plain_cube)
+    return res, got
 
 
 def test_a_first_build_from_the_catalog_reads_only_whole_chunks(
     catalog, synthetic_archive, local_s3, dask_client, truth_index, plain_cube, tmp_path
 ):
     store = tmp_path / "cube.zarr"
-    with S3Proxy(local_s3) as proxy:
-        res = write_cube(catalog, str(store), synthetic_archive.region, chunks=CHUNKS,
-                         storage_options=proxy.storage_options, client=dask_client)  # fmt: skip
-        st = proxy.reset_stats()
-    assert res.failed == [] and res.granules_read > 0
-    assert st.requests(method="HEAD") == 0
-    got = ranged_gets(st)
+    res, got = _build_reading_only_chunks(
+        catalog, store, synthetic_archive, local_s3, dask_client, truth_index
+    )
     assert len({k for k, *_ in got}) == res.granules_read  # each granule read was fetched
-    for key, start, end in got:  # no header read: each GET is a run of whole chunks
-        refs = [r for v in truth_index[key].variables for r in v.refs]
-        assert start in {r.offset for r in refs} and end in {r.end for r in refs}, (key, start)
     kept = {p.stem for p in (store / "_itslive" / "headers").glob("*.json")}
     dropped = {s["granule_id"] for s in res.skipped}  # outside the region, repeated dates
     planned = [u for g, u in zip(catalog.granule_id, catalog.url, strict=True) if g not in dropped]
