@@ -433,16 +433,23 @@ def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     err_lines = []
-    for line in proc.stderr:  # wait until the cluster is up and blocks are being written
+    for line in proc.stderr:  # wait until the cluster is up
         err_lines.append(line)
         if "Dask dashboard" in line:
             break
-    time.sleep(2)
+    # ... and the first block is written: then most blocks are still to run (a fixed 2 s
+    # wait became the whole build once the first build got faster)
+    markers = store / "_itslive" / "blocks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(markers.glob("*.json")):
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
     _, rest = proc.communicate(timeout=120)
     stderr = "".join(err_lines) + rest
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    done_before = len(list(markers.glob("*.json")))
+    assert done_before > 0
     assert [ln for ln in stderr.splitlines() if ln.startswith("error:")] == ["error: interrupted"]
     res = run(
         "-q",
@@ -457,6 +464,7 @@ def test_ctrl_c_during_a_build_then_resume(built, tmp_path, s3_args):
         *s3_args,
     )
     assert res.returncode == 0, res.stderr
+    assert done_before < len(list(markers.glob("*.json"))), "the build was interrupted mid-way"
     ds = xr.open_zarr(store)
     reference = xr.open_zarr(built["store"])
     assert ds.sizes == reference.sizes
