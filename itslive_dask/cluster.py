@@ -660,7 +660,7 @@ def start_worker_check(client: Any, *, timeout: float = 10.0) -> Future | None:
     """Start :func:`check_workers` on a running ``distributed.Client`` in a background thread.
 
     The workers import the package and the block tasks' modules while the caller goes on
-    (e.g. plans the cube and prepares its template): on a cluster that has not run a build
+    (e.g. plans the cube): on a cluster that has not run a build
     yet, those imports then no longer delay the first tasks. Wait on the returned future
     (``.result()`` raises the check's :class:`~itslive_dask.errors.ClusterError`) before
     anything depends on the workers, and pass ``check=False`` to :func:`dask_client`.

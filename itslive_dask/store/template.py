@@ -40,7 +40,6 @@ __all__ = [
     "append_template",
     "check_alignment",
     "encode_int16",
-    "template_dataset",
     "undo_interrupted_append",
     "write_template",
 ]
@@ -124,12 +123,8 @@ def write_template(
     zarr_format: int,
     overwrite: bool,
     velocity_encoding: str = "float32",
-    dataset: xr.Dataset | None = None,
 ) -> None:
     """Write the template of a new cube (replacing the store when ``overwrite``).
-
-    ``dataset``: :func:`template_dataset` of ``plan`` when the caller has built it already
-    (e.g. while the workers were being checked).
 
     ``velocity_encoding`` (see :data:`VELOCITY_ENCODINGS`) is recorded in the build state;
     resume and append keep the arrays, and so the encoding, of the store. The build state is
@@ -148,7 +143,7 @@ def write_template(
             clear_store(target)  # all but the build lease this build holds
         # a new store holds at most the lease: zarr's "w-" refuses any content
         create: Literal["w-", "a"] = "w-" if exists(target) else "a"
-        ds = (template_dataset(plan) if dataset is None else dataset).copy()
+        ds = template_dataset(plan)
         state = state_from_plan(plan, velocity_encoding=velocity_encoding)
         state["generations"] = [generation(plan)]
         state["zarr_format"] = zarr_format

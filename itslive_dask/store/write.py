@@ -77,7 +77,6 @@ from itslive_dask.store.target import (
 from itslive_dask.store.template import (
     VELOCITY_ENCODINGS,
     append_template,
-    template_dataset,
     undo_interrupted_append,
     write_template,
 )
@@ -358,8 +357,6 @@ def _build_map(
             velocity_encoding = str(state.get("velocity_encoding", velocity_encoding))
             skipped += _dropped_rows(plan)
     stats: dict[str, Any] = {"total": 0, "written": 0, "skipped": 0, "read": set(), "peak_rss": 0}
-    # built while the workers are checked: its first imports (CRS, Zarr) overlap theirs
-    template = template_dataset(plan) if plan is not None else None
     # the cluster starts (or is reached) before anything is written to the store
     with dask_client(
         client,
@@ -394,7 +391,6 @@ def _build_map(
                 zarr_format=zarr_format,
                 overwrite=(mode in ("overwrite", "resume")),
                 velocity_encoding=velocity_encoding,
-                dataset=template,
             )
             if table is not None:
                 keep_rows(target, table, plan.token)
