@@ -130,10 +130,7 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any]:
     resolution = name.resolution if name is not None else float("nan")
     geom = item.get("geometry")
     footprint = shapely.geometry.shape(geom) if geom else None
-    index = props.get(CHUNK_INDEX_PROPERTY)
-    extra = {"chunk_index": chunk_index_text(index)} if isinstance(index, Mapping) else {}
-    return {
-        **extra,
+    record = {
         "granule_id": gid,
         "url": url,
         "https_url": https,
@@ -150,6 +147,10 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any]:
         "resolution": float(resolution),
         "geometry": footprint,
     }
+    index = props.get(CHUNK_INDEX_PROPERTY)
+    if isinstance(index, Mapping):  # an item of a catalog that keeps chunk indexes
+        record["chunk_index"] = chunk_index_text(index)
+    return record
 
 
 def items_to_table(items: list[Mapping[str, Any]]):
